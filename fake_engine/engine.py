@@ -106,6 +106,7 @@ class Connection:
     alive: bool = True
     held: list[str] = field(default_factory=list)  # outbound frames held back (reorder fault)
     answer_pings: bool = True
+    epoch: int = 0  # engine life this connection belongs to (restart increments it)
 
     @property
     def name(self) -> str | None:
@@ -375,6 +376,7 @@ class FakeEngine:
             connected_ns=now,
             connected_at_ms=int(time.time() * 1000),
             answer_pings=self.answer_pings,
+            epoch=self.epoch,
         )
         self.connections[conn.id] = conn
         loop = asyncio.get_running_loop()
@@ -707,7 +709,12 @@ class FakeEngine:
 
     def _on_reattach(self, conn: Connection, msg: Reattach) -> None:
         old = next(
-            (c for c in self.connections.values() if c.worker_id == msg.previous_worker_id), None
+            (
+                c
+                for c in self.connections.values()
+                if c.worker_id == msg.previous_worker_id and c.epoch == self.epoch
+            ),
+            None,
         )
         if old is None or old.id == conn.id:
             self.transcript.note(
@@ -725,9 +732,18 @@ class FakeEngine:
                 previous_worker_id=msg.previous_worker_id,
             )
             return
-        if old.alive:
-            old.sock.abort()
-            self._cleanup(old, f"evicted by reattach from connection {conn.id}")
+        if not old.alive:
+            # The engine unregisters a worker on cleanup, so its id is unknown by now.
+            self.transcript.note(
+                conn.id,
+                "reattach_ignored",
+                reason="previous connection gone",
+                previous_worker_id=msg.previous_worker_id,
+                previous_conn=old.id,
+            )
+            return
+        old.sock.abort()
+        self._cleanup(old, f"evicted by reattach from connection {conn.id}")
         self.transcript.note(
             conn.id, "reattach_accepted", previous_conn=old.id, previous_worker_id=old.worker_id
         )
@@ -974,17 +990,24 @@ class FakeEngine:
             owned = {f.id for f in self.registry.functions_of(c.id)}
             return c if set(functions) <= owned else None
 
-        found = ready()
-        if found:
-            return found
-        await self.transcript.wait_for(
-            lambda e: ready() is not None,
-            timeout,
-            f"worker {name!r} registered with functions {list(functions)}",
+        return await self.wait_until(
+            ready, timeout, f"worker {name!r} registered with functions {list(functions)}"
         )
-        result = ready()
-        assert result is not None
-        return result
+
+    async def wait_until(self, condition: Callable[[], Any], timeout: float, what: str) -> Any:
+        """Poll engine state until ``condition()`` is truthy; fail clearly after ``timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            value = condition()
+            if value:
+                return value
+            if loop.time() >= deadline:
+                tail = "\n".join(e.to_json()[:300] for e in self.transcript.events[-8:])
+                raise WaitTimeout(
+                    f"timed out after {timeout:.1f}s waiting for {what}; last events:\n{tail}"
+                )
+            await asyncio.sleep(0.005)
 
     def functions(self) -> list[FunctionEntry]:
         return list(self.registry.functions.values())
