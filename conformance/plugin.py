@@ -1,14 +1,159 @@
-"""pytest plugin: the harness's fixtures are its public API (``fake_engine``, ``sdk_worker``...)."""
+"""pytest plugin: the harness's fixtures are its public API.
+
+Options: ``--iii-sdk SPEC`` (repeatable: ``python@0.25.0``, ``node@0.22.1``, ``python@PATH``),
+``--iii-driver "CMD ..."`` (repeatable), ``--iii-profile gate|nightly``.
+Fixtures: ``fake_engine``, ``iii_sdk`` (parametrised over the selected SDKs), ``sdk_worker`` (one
+connected worker) and ``sdk_worker_factory`` (several workers, each with its own options).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
 import pytest_asyncio
 
 from fake_engine import FakeEngine
 
+DEFAULT_SDKS = ("python@0.25.0", "node@0.22.1")
+PROFILES = ("gate", "nightly")
+_names = itertools.count(1)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("iii", "iii-conformance")
+    group.addoption(
+        "--iii-sdk",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="SDK under test: python@VERSION, node@VERSION, LANG@PATH (repeatable)",
+    )
+    group.addoption(
+        "--iii-driver",
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="a custom driver command speaking the driver protocol (repeatable)",
+    )
+    group.addoption(
+        "--iii-profile",
+        choices=PROFILES,
+        default=None,
+        help="hypothesis profile and check depth: gate (default) or nightly",
+    )
+    parser.addini("iii_sdks", "default SDK specs when --iii-sdk is not given", type="linelist")
+
+
+def _selected_specs(config: pytest.Config) -> list[Any]:
+    from conformance.sdk import SdkSpecError, custom_driver_spec, parse_sdk_spec
+
+    raw = config.getoption("--iii-sdk") or []
+    drivers = config.getoption("--iii-driver") or []
+    if not raw and not drivers:
+        env = os.environ.get("III_CONFORMANCE_SDKS")
+        raw = env.split(",") if env else (config.getini("iii_sdks") or list(DEFAULT_SDKS))
+    try:
+        specs = [parse_sdk_spec(s.strip()) for s in raw if s.strip()]
+        specs += [custom_driver_spec(d) for d in drivers]
+    except SdkSpecError as exc:
+        raise pytest.UsageError(f"iii-conformance: {exc}") from exc
+    return specs
+
+
+def profile(config: pytest.Config) -> str:
+    return config.getoption("--iii-profile") or os.environ.get("III_CONFORMANCE_PROFILE") or "gate"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "iii_sdk(spec): run only against SDKs matching spec")
+    config.addinivalue_line("markers", "nightly: runs only in the nightly profile")
+    from conformance.profiles import register_hypothesis_profiles
+
+    # Load a profile only when asked: the plugin is active in every pytest run of the env.
+    register_hypothesis_profiles(config.getoption("--iii-profile"))
+    config._iii_specs = _selected_specs(config)  # type: ignore[attr-defined]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "iii_sdk_spec" in metafunc.fixturenames:
+        specs = metafunc.config._iii_specs  # type: ignore[attr-defined]
+        marker = metafunc.definition.get_closest_marker("iii_sdk")
+        if marker is not None:
+            wanted = marker.args[0]
+            specs = [s for s in specs if s.language == wanted or str(s) == wanted]
+        metafunc.parametrize("iii_sdk_spec", specs, ids=[s.label for s in specs], scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if profile(config) == "nightly":
+        return
+    skip = pytest.mark.skip(reason="nightly profile only (--iii-profile nightly)")
+    for item in items:
+        if item.get_closest_marker("nightly") is not None:
+            item.add_marker(skip)
+
+
+_installed: dict[Any, Any] = {}
+
+
+@pytest.fixture(scope="session")
+def iii_sdk(iii_sdk_spec: Any) -> Any:
+    """The SDK under test, installed (or reused from the cache): an ``InstalledSdk``."""
+    from conformance.sdk import SdkInstallError, install
+
+    if iii_sdk_spec not in _installed:
+        try:
+            _installed[iii_sdk_spec] = install(iii_sdk_spec)
+        except SdkInstallError as exc:
+            pytest.exit(f"iii-conformance: cannot install {iii_sdk_spec}: {exc}", returncode=2)
+    return _installed[iii_sdk_spec]
+
 
 @pytest_asyncio.fixture
-async def fake_engine():
+async def fake_engine() -> AsyncIterator[FakeEngine]:
     """A fresh fake engine on an ephemeral loopback port, stopped after the test."""
     async with FakeEngine() as engine:
         yield engine
+
+
+WorkerFactory = Callable[..., Awaitable[Any]]
+
+
+@pytest_asyncio.fixture
+async def sdk_worker_factory(iii_sdk: Any, fake_engine: FakeEngine) -> AsyncIterator[WorkerFactory]:
+    """``await sdk_worker_factory(name=..., reconnection=..., url=..., connect=True)``.
+
+    Starts a driver for the SDK under test; connects it to ``url`` (the fake engine by default).
+    Every worker is shut down and its process group killed after the test.
+    """
+    from conformance.drivers.client import start_driver
+
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def make(
+            name: str | None = None,
+            *,
+            url: str | None = None,
+            connect: bool = True,
+            sdk: Any = None,
+            env: dict[str, str] | None = None,
+            **connect_kw: Any,
+        ):
+            drv = await stack.enter_async_context(start_driver(sdk or iii_sdk, env=env))
+            drv.worker_name = name or f"conf-{(sdk or iii_sdk).spec.language}-{next(_names)}"
+            if connect:
+                await drv.connect(url or fake_engine.url, name=drv.worker_name, **connect_kw)
+            return drv
+
+        yield make
+
+
+@pytest_asyncio.fixture
+async def sdk_worker(sdk_worker_factory: WorkerFactory) -> Any:
+    """One worker of the SDK under test, connected to ``fake_engine``."""
+    return await sdk_worker_factory()
