@@ -361,6 +361,8 @@ def render_html(
             target = next(r for r in items if r.status is status)
             extra = f" {count}/{len(items)}" if len(items) > 1 else ""
             tip = first_line(target.message, 200) or target.title
+            if target.declared and status in (Status.DECLARED, Status.XPASS):
+                tip = f"declared: {target.declared}" + (f" \u2014 {tip}" if tip else "")
             out.append(
                 f'<td class="s-{status.value}" title="{_h(tip)}">'
                 f'<a href="#{anchors[id(target)]}">{_h(status.label)}{extra}</a></td>'
