@@ -185,6 +185,7 @@ class Driver:
         self._changed = asyncio.Condition()
         self._dead: DriverCrashed | None = None
         self._expect_exit = False
+        self._unresponsive = False
         self._invocation_timeout_ms: float | None = None
         self._stdout_task = asyncio.create_task(self._read_stdout(), name=f"drv-{proc.pid}-out")
         self._stderr_task = asyncio.create_task(self._read_stderr(), name=f"drv-{proc.pid}-err")
@@ -373,6 +374,7 @@ class Driver:
             reply = await asyncio.wait_for(asyncio.shield(fut), timeout=t)
         except asyncio.TimeoutError:
             self._pending.pop(cid, None)
+            self._unresponsive = True
             raise DriverTimeout(f"reply to {cmd!r} (id {cid})", t, self.stderr_tail()) from None
         if not reply.get("ok"):
             raise CommandFailed(cmd, reply.get("error") or {})
@@ -386,9 +388,14 @@ class Driver:
         reconnection: Mapping[str, Any] | None = None,
         invocation_timeout_ms: int | None = None,
         otel: bool = False,
+        wait: bool = True,
         timeout: float = CONNECT_TIMEOUT_S,
     ) -> dict[str, Any]:
-        """Create the SDK worker. Returns ``{"state", "blocked_ms"}``."""
+        """Create the SDK worker. Returns ``{"state", "blocked_ms"}``.
+
+        With ``wait=False`` a driver whose SDK blocks on connect (Python) replies at
+        once with state ``"pending"``; later commands wait for the worker.
+        """
         if invocation_timeout_ms is not None:
             self._invocation_timeout_ms = invocation_timeout_ms
         fields = _opt(
@@ -398,6 +405,8 @@ class Driver:
             invocation_timeout_ms=invocation_timeout_ms,
         )
         fields["otel"] = bool(otel)
+        if not wait:
+            fields["wait"] = False
         return await self.command("connect", fields, timeout=timeout)
 
     async def register_function(
@@ -488,7 +497,8 @@ class Driver:
     async def aclose(self, *, graceful: bool = True, timeout: float = 5.0) -> None:
         """Stop the driver: shutdown command, then SIGTERM, then SIGKILL of its group."""
         try:
-            if self.proc.returncode is None and graceful and self._dead is None:
+            responsive = self.ready is not None and not self._unresponsive
+            if self.proc.returncode is None and graceful and responsive and self._dead is None:
                 with contextlib.suppress(DriverError, OSError):
                     await self.shutdown(timeout=timeout)
             if self.proc.returncode is None:

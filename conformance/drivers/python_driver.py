@@ -119,19 +119,28 @@ class Driver:
             opts["reconnection_config"] = ReconnectionConfig(**rc)
         options = InitOptions(**opts)
         self.worker_ready = self.loop.create_future()
+        ready = self.worker_ready
         t0 = time.monotonic_ns()
-        try:
-            worker = await self.blocking(register_worker, c["url"], options)
-        except BaseException as e:
-            self.worker_ready.set_exception(CommandError(f"connect failed: {e}"))
-            self.worker_ready.exception()  # mark retrieved
-            raise
-        self.worker = worker
-        self.worker_ready.set_result(worker)
-        blocked_ms = (time.monotonic_ns() - t0) / 1e6
-        if hasattr(worker, "add_connection_state_listener"):
-            worker.add_connection_state_listener(lambda s: emit("state_changed", state=str(s)))
-        return {"state": self._state(worker), "blocked_ms": blocked_ms}
+
+        async def run() -> dict[str, Any]:
+            try:
+                worker = await self.blocking(register_worker, c["url"], options)
+            except BaseException as e:
+                ready.set_exception(CommandError(f"connect failed: {type(e).__name__}: {e}"))
+                ready.exception()  # mark retrieved
+                raise
+            self.worker = worker
+            ready.set_result(worker)
+            blocked_ms = (time.monotonic_ns() - t0) / 1e6
+            if hasattr(worker, "add_connection_state_listener"):
+                worker.add_connection_state_listener(lambda s: emit("state_changed", state=str(s)))
+            return {"state": self._state(worker), "blocked_ms": blocked_ms}
+
+        if c.get("wait", True):
+            return await run()
+        task = asyncio.ensure_future(run())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return {"state": "pending", "blocked_ms": 0.0}
 
     def _state(self, worker: Any) -> str:
         getter = getattr(worker, "get_connection_state", None)
@@ -139,7 +148,7 @@ class Driver:
 
     async def cmd_state(self, c: dict[str, Any]) -> dict[str, Any]:
         if self.worker is None:
-            return {"state": "not_connected"}
+            return {"state": "pending" if self.worker_ready is not None else "not_connected"}
         return {"state": self._state(self.worker)}
 
     def _make_handler(self, function_id: str, behaviour: dict[str, Any]):
