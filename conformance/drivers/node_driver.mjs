@@ -3,7 +3,7 @@
 // Reads JSON-line commands on stdin, writes JSON-line events on stdout. Uses only
 // the public SDK API: registerWorker, InvocationError, TriggerAction.
 // The SDK is loaded from $III_SDK_NODE_PREFIX/node_modules/$III_SDK_NODE_PACKAGE
-// (set by conformance.sdk.install); without it, from a plain `import 'iii-sdk'`.
+// (set by conformance.sdk.installer); without it, from a plain `import 'iii-sdk'`.
 import fs from 'node:fs'
 import path from 'node:path'
 import readline from 'node:readline'

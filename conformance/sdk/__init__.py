@@ -5,7 +5,7 @@ sdk = install(parse_sdk_spec("python@0.25.0"))   # -> InstalledSdk
 sdk.command, sdk.env, sdk.label                   # how to launch its driver
 """
 
-from .install import (
+from .installer import (
     BASE_DRIVER_ENV,
     NODE_DRIVER,
     PYTHON_DRIVER,

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from .install import cache_dir, install
+from .installer import cache_dir, install
 from .spec import SdkInstallError, parse_sdk_spec
 
 

@@ -216,3 +216,50 @@ def test_cached_install_is_reused(python_sdk):
     assert again.command == python_sdk.command
     assert again.sdk_version == "0.25.0"
     assert again.env["OTEL_ENABLED"] == "false"
+
+
+def test_interrupted_install_leaves_nothing(empty_cache, monkeypatch):
+    import conformance.sdk.installer as inst
+
+    def boom(spec, tmp):
+        tmp.mkdir(parents=True)
+        (tmp / "half-written").write_text("x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inst, "_build_python", boom)
+    with pytest.raises(KeyboardInterrupt):
+        inst.install("python@0.25.0")
+    sdks = empty_cache / "sdks"
+    assert [p.name for p in sdks.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_install_lock_is_exclusive(tmp_path, monkeypatch):
+    import conformance.sdk.installer as inst
+
+    with inst._Lock(tmp_path / "k.lock", 5):
+        with pytest.raises(SdkInstallError, match="waiting for install lock"):
+            with inst._Lock(tmp_path / "k.lock", 0.3):
+                pass
+    with inst._Lock(tmp_path / "k.lock", 0.3):
+        pass
+
+
+def test_cli_install_uses_cache(python_sdk):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "conformance.sdk", "install", "python@0.25.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "python@0.25.0: iii-sdk 0.25.0" in out.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "conformance.sdk", "install", "ruby@1.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "unknown language" in bad.stderr
