@@ -58,6 +58,11 @@ try:
 except ImportError:  # older SDKs
     _current_invocation = None
 
+try:  # base class register_trigger_type validates against (deprecated but public in 0.25)
+    from iii.triggers import TriggerHandler as _TriggerHandlerBase
+except ImportError:  # pragma: no cover
+    _TriggerHandlerBase = object  # type: ignore[assignment,misc]
+
 try:  # the type of InitOptions.reconnection_config
     from iii_helpers.observability import ReconnectionConfig
 except ImportError:  # pragma: no cover - older layouts
@@ -206,7 +211,7 @@ class Driver:
         worker = await self.need_worker()
         type_id = c["trigger_type"]
 
-        class Handler:
+        class Handler(_TriggerHandlerBase):  # type: ignore[misc,valid-type]
             async def register_trigger(self, config: Any) -> None:
                 emit(
                     "trigger_type_call", op="register", trigger_type=type_id, trigger=_dump(config)
@@ -360,6 +365,13 @@ def _dump(obj: Any) -> Any:
 
 
 def _exit(code: int) -> None:
+    # os._exit skips atexit; run those hooks (e.g. removal of the SDK's ~/.iii/run marker)
+    # on a daemon thread so a hanging hook cannot keep the driver alive.
+    import atexit
+
+    t = threading.Thread(target=atexit._run_exitfuncs, daemon=True)
+    t.start()
+    t.join(2.0)
     sys.stderr.flush()
     os._exit(code)
 

@@ -112,6 +112,28 @@ async def test_routed_trigger_and_triggers(sdk, engine):
         )
         assert trig.handle and (trig.trigger_id is None or isinstance(trig.trigger_id, str))
         await drv.unregister_trigger(trig)
+
+        # a trigger type this worker provides: the engine forwards registrations to it
+        await drv.register_trigger_type("conf-type", "conformance test type")
+        mark = drv.mark()
+        own = await drv.register_trigger("conf-type", "conf::rec", {"k": 1})
+        call = await drv.wait_event(
+            {"event": "trigger_type_call", "op": "register"},
+            5,
+            what="trigger_type_call",
+            since=mark,
+        )
+        assert call["trigger_type"] == "conf-type"
+        assert call["trigger"]["function_id"] == "conf::rec"
+        assert call["trigger"]["config"] == {"k": 1}
+        await drv.unregister_trigger(own)
+        await drv.wait_event(
+            {"event": "trigger_type_call", "op": "unregister"},
+            5,
+            what="unregister call",
+            since=mark,
+        )
+        await drv.unregister_trigger_type("conf-type")
         await drv.unregister_function("conf::slow")
         with pytest.raises(CommandFailed, match="not registered"):
             await drv.unregister_function("conf::slow")
