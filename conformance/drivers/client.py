@@ -454,13 +454,18 @@ class Driver:
     async def trigger(
         self,
         function_id: str,
-        payload: Any = None,
+        payload: Any,
         timeout_ms: int | None = None,
         void: bool = False,
         *,
         wait_timeout: float | None = None,
     ) -> TriggerOutcome:
-        """Run ``trigger()`` inside the worker and report what it returned or raised."""
+        """Run ``trigger()`` inside the worker and report what it returned or raised.
+
+        ``payload`` is required: ``None`` is sent as JSON null, which Python omits
+        from the frame (iii-protocol.md §5.6). ``wait_timeout`` bounds the wait for
+        the reply; default ``timeout_ms`` (or the connect default, or 30 s) + 10 s.
+        """
         if wait_timeout is None:
             ms = timeout_ms if timeout_ms and timeout_ms > 0 else None
             ms = ms or self._invocation_timeout_ms or 30000
