@@ -35,8 +35,12 @@ def assert_error(resp: requests.Response, status: int, message: str | None = Non
         assert body["error"] == message
 
 
-def create(tp: Target, name: str, upstream: str, listen: str = "127.0.0.1:0", **extra: object) -> dict:
-    resp = api(tp, "POST", "/proxies", {"name": name, "upstream": upstream, "listen": listen, **extra})
+def create(
+    tp: Target, name: str, upstream: str, listen: str = "127.0.0.1:0", **extra: object
+) -> dict:
+    resp = api(
+        tp, "POST", "/proxies", {"name": name, "upstream": upstream, "listen": listen, **extra}
+    )
     assert resp.status_code == 201, resp.text
     assert resp.headers["Content-Type"] == "application/json"
     return resp.json()
@@ -44,15 +48,35 @@ def create(tp: Target, name: str, upstream: str, listen: str = "127.0.0.1:0", **
 
 # -- proxies -----------------------------------------------------------------------------
 def test_create_validation_and_conflicts(tp: Target, echo: Upstream) -> None:
-    assert_error(api(tp, "POST", "/proxies", {"name": "", "upstream": echo.addr}), 400, "missing required field: name")
-    assert_error(api(tp, "POST", "/proxies", {"name": "a", "upstream": ""}), 400, "missing required field: upstream")
+    assert_error(
+        api(tp, "POST", "/proxies", {"name": "", "upstream": echo.addr}),
+        400,
+        "missing required field: name",
+    )
+    assert_error(
+        api(tp, "POST", "/proxies", {"name": "a", "upstream": ""}),
+        400,
+        "missing required field: upstream",
+    )
     assert_error(api(tp, "POST", "/proxies", None), 400)  # empty body: "bad request body: EOF"
     assert_error(api(tp, "POST", "/proxies", {"name": 5, "upstream": echo.addr}), 400)
     first = create(tp, "a", echo.addr)
-    assert first == {"name": "a", "listen": first["listen"], "upstream": echo.addr, "enabled": True, "toxics": []}
-    assert_error(api(tp, "POST", "/proxies", {"name": "a", "upstream": echo.addr}), 409, "proxy already exists")
+    assert first == {
+        "name": "a",
+        "listen": first["listen"],
+        "upstream": echo.addr,
+        "enabled": True,
+        "toxics": [],
+    }
+    assert_error(
+        api(tp, "POST", "/proxies", {"name": "a", "upstream": echo.addr}),
+        409,
+        "proxy already exists",
+    )
     # Same port twice: 500 with the bind error; succeeds once the first is deleted.
-    resp = api(tp, "POST", "/proxies", {"name": "b", "upstream": echo.addr, "listen": first["listen"]})
+    resp = api(
+        tp, "POST", "/proxies", {"name": "b", "upstream": echo.addr, "listen": first["listen"]}
+    )
     assert_error(resp, 500)
     assert "address already in use" in resp.json()["error"]
     assert api(tp, "DELETE", "/proxies/a").status_code == 204
@@ -61,7 +85,13 @@ def test_create_validation_and_conflicts(tp: Target, echo: Upstream) -> None:
 
 
 def test_ignores_toxics_field_and_unknown_keys(tp: Target, echo: Upstream) -> None:
-    body = {"name": "a", "upstream": echo.addr, "listen": "127.0.0.1:0", "toxics": [{"type": "latency"}], "bogus": 1}
+    body = {
+        "name": "a",
+        "upstream": echo.addr,
+        "listen": "127.0.0.1:0",
+        "toxics": [{"type": "latency"}],
+        "bogus": 1,
+    }
     resp = api(tp, "POST", "/proxies", body)
     assert resp.status_code == 201
     assert resp.json()["toxics"] == []
@@ -94,7 +124,9 @@ def test_toggle_enabled_and_partial_update(tp: Target, echo: Upstream) -> None:
     assert_error(api(tp, "PATCH", "/proxies/a", {"enabled": "yes"}), 400)
 
 
-def test_update_listen_moves_port_and_same_address_keeps_connections(tp: Target, echo: Upstream) -> None:
+def test_update_listen_moves_port_and_same_address_keeps_connections(
+    tp: Target, echo: Upstream
+) -> None:
     proxy = create(tp, "a", echo.addr)
     old = proxy["listen"]
     sock = connect(old)
@@ -135,10 +167,15 @@ def test_down_upstream_is_accept_then_eof(tp: Target) -> None:
 # -- populate ------------------------------------------------------------------------------
 def test_populate_defaults_and_disabled(tp: Target, echo: Upstream) -> None:
     port = free_port()
-    resp = api(tp, "POST", "/populate", [
-        {"name": "one", "upstream": echo.addr, "listen": "127.0.0.1:0"},
-        {"name": "two", "upstream": echo.addr, "listen": f"127.0.0.1:{port}", "enabled": False},
-    ])
+    resp = api(
+        tp,
+        "POST",
+        "/populate",
+        [
+            {"name": "one", "upstream": echo.addr, "listen": "127.0.0.1:0"},
+            {"name": "two", "upstream": echo.addr, "listen": f"127.0.0.1:{port}", "enabled": False},
+        ],
+    )
     assert resp.status_code == 201 and resp.headers["Content-Type"] == "application/json"
     proxies = {p["name"]: p for p in resp.json()["proxies"]}
     assert proxies["one"]["enabled"] is True and proxies["two"]["enabled"] is False
@@ -150,13 +187,23 @@ def test_populate_keeps_identical_proxy_with_toxics(tp: Target, echo: Upstream) 
     create(tp, "keep", echo.addr, f"127.0.0.1:{port}")
     tp.client.get_proxy("keep").add_toxic(type="latency", attributes={"latency": 5})
     # Hostname vs IP for the same address counts as identical (toxiproxy #631).
-    resp = api(tp, "POST", "/populate", [{"name": "keep", "upstream": echo.addr, "listen": f"localhost:{port}"}])
+    resp = api(
+        tp,
+        "POST",
+        "/populate",
+        [{"name": "keep", "upstream": echo.addr, "listen": f"localhost:{port}"}],
+    )
     assert resp.status_code == 201
     assert [t["name"] for t in resp.json()["proxies"][0]["toxics"]] == ["latency_downstream"]
 
 
 def test_populate_validates_everything_first(tp: Target, echo: Upstream) -> None:
-    resp = api(tp, "POST", "/populate", [{"name": "ok", "upstream": echo.addr}, {"name": "", "upstream": echo.addr}])
+    resp = api(
+        tp,
+        "POST",
+        "/populate",
+        [{"name": "ok", "upstream": echo.addr}, {"name": "", "upstream": echo.addr}],
+    )
     assert resp.status_code == 400
     assert resp.json()["error"] == "missing required field: name at proxy 2"
     assert resp.json()["status"] == 400
@@ -165,10 +212,15 @@ def test_populate_validates_everything_first(tp: Target, echo: Upstream) -> None
 
 def test_populate_stops_at_first_bind_error_keeping_earlier(tp: Target, echo: Upstream) -> None:
     blocker = create(tp, "blocker", echo.addr)
-    resp = api(tp, "POST", "/populate", [
-        {"name": "first", "upstream": echo.addr, "listen": "127.0.0.1:0"},
-        {"name": "second", "upstream": echo.addr, "listen": blocker["listen"]},
-    ])
+    resp = api(
+        tp,
+        "POST",
+        "/populate",
+        [
+            {"name": "first", "upstream": echo.addr, "listen": "127.0.0.1:0"},
+            {"name": "second", "upstream": echo.addr, "listen": blocker["listen"]},
+        ],
+    )
     assert resp.status_code == 500
     assert "address already in use" in resp.json()["error"]
     assert set(tp.client.proxies()) == {"blocker", "first"}
@@ -202,7 +254,9 @@ def test_toxic_create_defaults_and_names(tp: Target, echo: Upstream) -> None:
     }
     up = api(tp, "POST", "/proxies/a/toxics", {"type": "latency", "stream": "upstream"}).json()
     assert up["name"] == "latency_upstream"
-    named = api(tp, "POST", "/proxies/a/toxics", {"type": "latency", "name": "second", "toxicity": 0.2}).json()
+    named = api(
+        tp, "POST", "/proxies/a/toxics", {"type": "latency", "name": "second", "toxicity": 0.2}
+    ).json()
     assert named["toxicity"] == 0.2 and named["stream"] == "downstream"
     zero = api(tp, "POST", "/proxies/a/toxics", {"type": "noop", "name": "z", "toxicity": 0}).json()
     assert zero["toxicity"] == 0  # explicit 0 is kept, not defaulted
@@ -214,18 +268,38 @@ def test_toxic_create_defaults_and_names(tp: Target, echo: Upstream) -> None:
 def test_toxic_conflicts_and_errors(tp: Target, echo: Upstream) -> None:
     create(tp, "a", echo.addr)
     api(tp, "POST", "/proxies/a/toxics", {"type": "latency", "name": "t"})
-    assert_error(api(tp, "POST", "/proxies/a/toxics", {"type": "bandwidth", "name": "t"}), 409, "toxic already exists")
     assert_error(
-        api(tp, "POST", "/proxies/a/toxics", {"type": "latency", "name": "t", "stream": "upstream"}), 409, "toxic already exists"
+        api(tp, "POST", "/proxies/a/toxics", {"type": "bandwidth", "name": "t"}),
+        409,
+        "toxic already exists",
+    )
+    assert_error(
+        api(
+            tp, "POST", "/proxies/a/toxics", {"type": "latency", "name": "t", "stream": "upstream"}
+        ),
+        409,
+        "toxic already exists",
     )
     assert_error(
         api(tp, "POST", "/proxies/a/toxics", {"type": "latency", "stream": "walrustream"}),
         400,
         "stream was invalid, can be either upstream or downstream",
     )
-    assert_error(api(tp, "POST", "/proxies/a/toxics", {"type": "walrus"}), 400, "invalid toxic type")
-    assert_error(api(tp, "POST", "/proxies/a/toxics", {"type": "latency", "name": "f", "attributes": {"latency": 1.5}}), 400)
-    assert_error(api(tp, "POST", "/proxies/nope/toxics", {"type": "latency"}), 404, "proxy not found")
+    assert_error(
+        api(tp, "POST", "/proxies/a/toxics", {"type": "walrus"}), 400, "invalid toxic type"
+    )
+    assert_error(
+        api(
+            tp,
+            "POST",
+            "/proxies/a/toxics",
+            {"type": "latency", "name": "f", "attributes": {"latency": 1.5}},
+        ),
+        400,
+    )
+    assert_error(
+        api(tp, "POST", "/proxies/nope/toxics", {"type": "latency"}), 404, "proxy not found"
+    )
     assert_error(api(tp, "GET", "/proxies/a/toxics/nope"), 404, "toxic not found")
     assert_error(api(tp, "PATCH", "/proxies/a/toxics/nope", {}), 404, "toxic not found")
     assert api(tp, "DELETE", "/proxies/a/toxics/t").status_code == 204
@@ -234,21 +308,40 @@ def test_toxic_conflicts_and_errors(tp: Target, echo: Upstream) -> None:
 
 def test_stream_is_case_insensitive_and_echoed(tp: Target, echo: Upstream) -> None:
     create(tp, "a", echo.addr)
-    toxic = api(tp, "POST", "/proxies/a/toxics", {"type": "noop", "name": "n", "stream": "UpStream"}).json()
+    toxic = api(
+        tp, "POST", "/proxies/a/toxics", {"type": "noop", "name": "n", "stream": "UpStream"}
+    ).json()
     assert toxic["stream"] == "UpStream"
 
 
 def test_toxic_partial_update(tp: Target, echo: Upstream) -> None:
     create(tp, "a", echo.addr)
-    api(tp, "POST", "/proxies/a/toxics", {"type": "latency", "toxicity": 0.5, "attributes": {"latency": 100, "jitter": 10}})
-    resp = api(tp, "PATCH", "/proxies/a/toxics/latency_downstream", {"attributes": {"latency": 200}})
+    api(
+        tp,
+        "POST",
+        "/proxies/a/toxics",
+        {"type": "latency", "toxicity": 0.5, "attributes": {"latency": 100, "jitter": 10}},
+    )
+    resp = api(
+        tp, "PATCH", "/proxies/a/toxics/latency_downstream", {"attributes": {"latency": 200}}
+    )
     assert resp.status_code == 200
     assert resp.json()["attributes"] == {"latency": 200, "jitter": 10}
     assert resp.json()["toxicity"] == 0.5  # unspecified toxicity is kept
-    resp = api(tp, "POST", "/proxies/a/toxics/latency_downstream", {"toxicity": 1, "type": "bandwidth", "stream": "upstream"})
-    assert resp.json()["toxicity"] == 1 and resp.json()["type"] == "latency"  # type/stream immutable
+    resp = api(
+        tp,
+        "POST",
+        "/proxies/a/toxics/latency_downstream",
+        {"toxicity": 1, "type": "bandwidth", "stream": "upstream"},
+    )
+    assert (
+        resp.json()["toxicity"] == 1 and resp.json()["type"] == "latency"
+    )  # type/stream immutable
     assert resp.json()["stream"] == "downstream"
-    assert_error(api(tp, "PATCH", "/proxies/a/toxics/latency_downstream", {"attributes": {"jitter": "x"}}), 400)
+    assert_error(
+        api(tp, "PATCH", "/proxies/a/toxics/latency_downstream", {"attributes": {"jitter": "x"}}),
+        400,
+    )
 
 
 # -- misc ----------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ from conftest import Target
 from tp_helpers import Upstream, connect, port_refuses, roundtrip_ms
 
 NODE_CLIENT_VERSION = "4.1.0"
-NPM_CACHE = Path(os.environ.get("III_NPM_TOOLS", Path.home() / ".cache" / "iii-conformance" / "npm-tools"))
+NPM_CACHE = Path(
+    os.environ.get("III_NPM_TOOLS", Path.home() / ".cache" / "iii-conformance" / "npm-tools")
+)
 HERE = Path(__file__).parent
 
 
@@ -78,7 +80,15 @@ def ensure_node_client() -> Path:
         return NPM_CACHE
     NPM_CACHE.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NPM_CACHE), f"toxiproxy-node-client@{NODE_CLIENT_VERSION}"],
+        [
+            "npm",
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(NPM_CACHE),
+            f"toxiproxy-node-client@{NODE_CLIENT_VERSION}",
+        ],
         capture_output=True,
         text=True,
         timeout=180,

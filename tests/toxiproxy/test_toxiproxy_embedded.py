@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from tp_helpers import Upstream, connect, read_to_end, recv_exact, roundtrip_ms
+from tp_helpers import Upstream, connect, read_to_end, roundtrip_ms
 
 from fault_injection.toxiproxy import EmbeddedToxiproxy, ThreadedToxiproxy
 from fault_injection.toxiproxy.toxics import slice_bounds
@@ -71,7 +71,9 @@ def test_half_open_upstream_side_drops_data_meanwhile(client: Toxiproxy, sink: U
     while upstream.received != b"before" and time.monotonic() < deadline:
         time.sleep(0.01)
     start = time.perf_counter()
-    proxy.add_toxic(type="half_open", stream="upstream", attributes={"side": "upstream", "delay": 200})
+    proxy.add_toxic(
+        type="half_open", stream="upstream", attributes={"side": "upstream", "delay": 200}
+    )
     assert upstream.done.wait(1)
     assert upstream.error == "ConnectionResetError"  # upstream cut with RST at once
     sock.sendall(b"dropped")  # the client side is still open, but its data goes nowhere
@@ -83,9 +85,13 @@ def test_half_open_upstream_side_drops_data_meanwhile(client: Toxiproxy, sink: U
     sock.close()
 
 
-def test_half_open_fires_on_first_chunk_of_new_connections(client: Toxiproxy, echo: Upstream) -> None:
+def test_half_open_fires_on_first_chunk_of_new_connections(
+    client: Toxiproxy, echo: Upstream
+) -> None:
     proxy = client.create(upstream=echo.addr, name="h")
-    proxy.add_toxic(type="half_open", stream="upstream", attributes={"side": "client", "delay": 100})
+    proxy.add_toxic(
+        type="half_open", stream="upstream", attributes={"side": "client", "delay": 100}
+    )
     sock = connect(proxy.listen)
     time.sleep(0.1)
     # Connected but silent: nothing fired yet.
@@ -133,7 +139,7 @@ def test_slice_bounds_unit() -> None:
     bounds = slice_bounds(0, 24, 1, 0, rng)
     assert len(bounds) - 1 == 24  # toxiproxy: avg 1, variation 0 on 24 bytes → 24 pieces
     bounds = slice_bounds(0, 480_000, 1024, 512, rng)
-    sizes = [b - a for a, b in zip(bounds, bounds[1:])]
+    sizes = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
     assert 240 <= len(sizes) <= 720 and sum(sizes) == 480_000
     assert all(0 < s <= 1024 + 512 for s in sizes)
 
@@ -192,7 +198,9 @@ def test_unreachable_toxiproxy_url_fails_fast_naming_it(monkeypatch: pytest.Monk
     assert time.monotonic() - start < 3
 
 
-def test_toxiproxy_url_is_used_and_reset(embedded_server: ThreadedToxiproxy, echo: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_toxiproxy_url_is_used_and_reset(
+    embedded_server: ThreadedToxiproxy, echo: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TOXIPROXY_URL", embedded_server.url)
     with toxiproxy_server_sync() as handle:
         assert not handle.embedded and handle.url == embedded_server.url
@@ -218,7 +226,10 @@ def test_wrapper_raises_with_server_messages(client: Toxiproxy, echo: Upstream) 
         forbidden.proxies()
     toxic = proxy.add_toxic(type="latency", attributes={"latency": 10, "jitter": 2})
     assert toxic["name"] == "latency_downstream"
-    assert proxy.update_toxic("latency_downstream", attributes={"latency": 20})["attributes"] == {"latency": 20, "jitter": 2}
+    assert proxy.update_toxic("latency_downstream", attributes={"latency": 20})["attributes"] == {
+        "latency": 20,
+        "jitter": 2,
+    }
     populated = client.populate([{"name": "w", "upstream": echo.addr, "listen": proxy.listen}])
     assert populated[0].name == "w"
     assert client.get_proxy("w").refresh().toxics_data[0]["attributes"]["latency"] == 20
@@ -247,7 +258,17 @@ def test_cli_serves_config_and_stops_on_sigterm(tmp_path: Path, echo: Upstream) 
     config = tmp_path / "proxies.json"
     config.write_text(json.dumps([{"name": "cfg", "upstream": echo.addr, "listen": "127.0.0.1:0"}]))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fault_injection.toxiproxy.cli", "-port", str(port), "-config", str(config), "-seed", "5"],
+        [
+            sys.executable,
+            "-m",
+            "fault_injection.toxiproxy.cli",
+            "-port",
+            str(port),
+            "-config",
+            str(config),
+            "-seed",
+            "5",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -194,7 +194,9 @@ def test_reset_peer_added_to_live_connection_closes_normally(tp: Target, echo: U
 # -- slicer ------------------------------------------------------------------------------------
 def test_slicer_preserves_bytes_and_splits_reads(tp: Target, echo: Upstream) -> None:
     proxy = make(tp, echo)
-    proxy.add_toxic(type="slicer", attributes={"average_size": 1024, "size_variation": 512, "delay": 2000})
+    proxy.add_toxic(
+        type="slicer", attributes={"average_size": 1024, "size_variation": 512, "delay": 2000}
+    )
     sock = connect(proxy.listen)
     payload = os.urandom(48_000)
     sock.sendall(payload)

@@ -46,7 +46,9 @@ class Upstream:
         self._server = Server(("127.0.0.1", 0), Handler)
         self.port = self._server.server_address[1]
         self.addr = f"127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def _handle(self, sock: socket.socket) -> None:
@@ -117,7 +119,9 @@ def recv_exact(sock: socket.socket, n: int, timeout: float = IO_TIMEOUT) -> byte
     return bytes(buf)
 
 
-def read_to_end(sock: socket.socket, timeout: float = IO_TIMEOUT) -> tuple[bytes, str | None, list[int]]:
+def read_to_end(
+    sock: socket.socket, timeout: float = IO_TIMEOUT
+) -> tuple[bytes, str | None, list[int]]:
     """Read until EOF or error: (data, error name or None, sizes of each read)."""
     deadline = time.monotonic() + timeout
     buf = bytearray()
