@@ -38,8 +38,9 @@ from .protocol import (
     UnregisterFunction,
     UnregisterTrigger,
     UnregisterTriggerType,
-    decode,
+    decode_json,
     error_body,
+    from_object,
 )
 from .registry import DEFAULT_NS, FunctionEntry, Registry, TriggerEntry, TriggerTypeEntry
 from .transcript import (
@@ -456,15 +457,17 @@ class FakeEngine:
         allowed = ENGINE_INBOUND
         if self.config.accept_unregistertriggertype:
             allowed = ENGINE_INBOUND | {"unregistertriggertype"}
+        obj = None
         try:
-            msg = decode(data, allowed=allowed)
+            obj = decode_json(data)
+            msg = from_object(obj, allowed=allowed)
         except DecodeError as exc:
             # The engine logs `json decode error` and keeps the connection open.
             self.transcript.record(
                 conn.id, FRAME, direction=IN, opcode=op.name.lower(), raw=raw[:4096], error=str(exc)
             )
             return
-        wire = msg.to_wire()
+        wire = obj
         self.transcript.record(
             conn.id,
             FRAME,
@@ -1045,14 +1048,20 @@ class FakeEngine:
             future=fut,
             metadata=metadata,
         )
+        # A timer instead of asyncio.wait_for: no extra task per call on the hot path.
+        timer = asyncio.get_running_loop().call_later(
+            timeout, lambda: fut.done() or fut.set_exception(asyncio.TimeoutError())
+        )
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await fut
         except asyncio.TimeoutError:
             self.invocations.pop(inv.id, None)
             raise WaitTimeout(
                 f"no result for invocation {inv.id} of {function_id!r} on connection "
                 f"{target.owner} within {timeout:.1f}s"
             ) from None
+        finally:
+            timer.cancel()
 
     def void_invoke(
         self, function_id: str, data: Any = None, *, namespace: str = DEFAULT_NS

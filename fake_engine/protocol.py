@@ -241,7 +241,7 @@ def from_object(obj: JSON, *, allowed: frozenset[str] | None = None) -> Message:
     cls = MESSAGE_TYPES.get(kind)
     if cls is None or (allowed is not None and kind not in allowed):
         raise DecodeError(f"unknown variant `{kind}`")
-    known = {f.name for f in fields(cls)} - {"extra"}
+    known = _known_fields(cls)
     for name in cls.REQUIRED:
         # serde: a required JSON value may be `null` only for `JSON` fields (data, config).
         if name not in obj:
@@ -255,13 +255,26 @@ def from_object(obj: JSON, *, allowed: frozenset[str] | None = None) -> Message:
     return cls(**kwargs, extra=extra)
 
 
-def decode(payload: str | bytes, *, allowed: frozenset[str] | None = ENGINE_INBOUND) -> Message:
-    """Decode one frame as the engine does; raises :class:`DecodeError`."""
+def decode_json(payload: str | bytes) -> JSON:
     try:
-        obj = json.loads(payload)
+        return json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"invalid JSON: {exc}") from None
-    return from_object(obj, allowed=allowed)
+
+
+def decode(payload: str | bytes, *, allowed: frozenset[str] | None = ENGINE_INBOUND) -> Message:
+    """Decode one frame as the engine does; raises :class:`DecodeError`."""
+    return from_object(decode_json(payload), allowed=allowed)
+
+
+_KNOWN: dict[type[Message], frozenset[str]] = {}
+
+
+def _known_fields(cls: type[Message]) -> frozenset[str]:
+    known = _KNOWN.get(cls)
+    if known is None:
+        known = _KNOWN[cls] = frozenset(f.name for f in fields(cls)) - {"extra"}
+    return known
 
 
 def error_body(code: str, message: str, stacktrace: str | None = None) -> dict[str, str]:
