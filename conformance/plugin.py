@@ -46,6 +46,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="hypothesis profile and check depth: gate (default) or nightly",
     )
+    group.addoption(
+        "--iii-report-dir",
+        default=None,
+        metavar="DIR",
+        help="write results.json, JUnit XML and summaries of the checks here",
+    )
+    group.addoption(
+        "--iii-manifest",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="extra expectation manifest (known deviations) to apply",
+    )
     parser.addini("iii_sdks", "default SDK specs when --iii-sdk is not given", type="linelist")
 
 
@@ -72,11 +85,17 @@ def profile(config: pytest.Config) -> str:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "iii_sdk(spec): run only against SDKs matching spec")
     config.addinivalue_line("markers", "nightly: runs only in the nightly profile")
+    config.addinivalue_line(
+        "markers", "iii_check(id, title, contract): a conformance check and the contract line"
+    )
     from conformance.profiles import register_hypothesis_profiles
 
     # Load a profile only when asked: the plugin is active in every pytest run of the env.
     register_hypothesis_profiles(config.getoption("--iii-profile"))
     config._iii_specs = _selected_specs(config)  # type: ignore[attr-defined]
+    from conformance.collect import Collector
+
+    config.pluginmanager.register(Collector(config), "iii_collector")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -112,6 +131,16 @@ def iii_sdk(iii_sdk_spec: Any) -> Any:
         except SdkInstallError as exc:
             pytest.exit(f"iii-conformance: cannot install {iii_sdk_spec}: {exc}", returncode=2)
     return _installed[iii_sdk_spec]
+
+
+@pytest.fixture
+def verdict(request: pytest.FixtureRequest) -> Any:
+    """The check's verdict recorder: ``verdict.evidence(...)``, ``verdict.non_strict(...)``."""
+    from conformance.verdict import VerdictRecorder
+
+    rec = VerdictRecorder()
+    request.node._iii_verdict = rec
+    return rec
 
 
 @pytest_asyncio.fixture

@@ -1,0 +1,1 @@
+"""The conformance suite: one module per check family; run with ``pytest --pyargs conformance``."""

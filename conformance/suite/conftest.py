@@ -1,0 +1,1 @@
+"""Checks run one SDK at a time, each in a fresh scenario (engine + workers)."""
