@@ -17,7 +17,9 @@ from conformance import manifests
 from conformance.verdict import VerdictRecorder
 from reports import CheckResult, Verdict
 
-_FALSIFYING = re.compile(r"^(Falsifying example:.*?)(?:\n\s*\n|\Z)", re.S | re.M)
+_FALSIFYING = re.compile(
+    r"^((?:Falsifying example|Failing test case):.*?)(?:\n\s*\n|\Z)", re.S | re.M
+)
 _REPRO = re.compile(r"(@reproduce_failure\([^)]*\))")
 
 
@@ -127,7 +129,7 @@ class Collector:
                 message=message.strip()[:2000],
                 evidence=evidence,
                 seed=reproduction,
-                example=example or recorder.example,
+                example=recorder.example or example,
                 duration_s=round(rep.duration + getattr(item, "_iii_setup_s", 0.0), 3),
                 declared=declared,
                 unexpected_pass=unexpected_pass,

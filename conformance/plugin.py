@@ -92,6 +92,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
     # Load a profile only when asked: the plugin is active in every pytest run of the env.
     register_hypothesis_profiles(config.getoption("--iii-profile"))
+    import conformance.profiles
+
+    conformance.profiles.ACTIVE = profile(config)
     config._iii_specs = _selected_specs(config)  # type: ignore[attr-defined]
     from conformance.collect import Collector
 

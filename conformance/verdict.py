@@ -8,6 +8,7 @@ gathered, so a failure carries it too.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,9 @@ def check(check_id: str, *, title: str, contract: str, nightly: bool = False) ->
         marks.append(pytest.mark.nightly)
 
     def deco(fn: Any) -> Any:
+        inner = getattr(getattr(fn, "hypothesis", None), "inner_test", fn)
+        if inspect.iscoroutinefunction(inner):
+            marks.append(pytest.mark.asyncio)
         for m in marks:
             fn = m(fn)
         return fn
@@ -60,12 +64,18 @@ class VerdictRecorder:
             self.message += f"; {message}"
         self.data.update(evidence)
 
+    def set_example(self, example: Any) -> None:
+        """Record the generated input of the running hypothesis example; the last one run is
+        the minimal failing example when the check fails."""
+        self.example = example if isinstance(example, str) else repr(example)
+
     def note(self, message: str) -> None:
         self.message = f"{self.message}; {message}" if self.message else message
 
     def watch(self, engine: FakeEngine) -> None:
-        """Attach this engine's transcript to the evidence when the check ends."""
-        self.engines.append(engine)
+        """Attach this engine's transcript to the evidence (the latest scenario's only, so a
+        hypothesis failure shows the minimal example's frames)."""
+        self.engines = [engine]
 
     def schedule(self, text: str) -> None:
         self.fault_schedule = text
