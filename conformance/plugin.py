@@ -47,6 +47,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="hypothesis profile and check depth: gate (default) or nightly",
     )
     group.addoption(
+        "--iii-check",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only checks whose id matches (a family, an id, or a glob)",
+    )
+    group.addoption(
         "--iii-report-dir",
         default=None,
         metavar="DIR",
@@ -111,7 +118,25 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("iii_sdk_spec", specs, ids=[s.label for s in specs], scope="session")
 
 
+def _check_selected(check_id: str, patterns: list[str]) -> bool:
+    import fnmatch
+
+    return any(
+        check_id == p or check_id.startswith(p + ".") or fnmatch.fnmatchcase(check_id, p)
+        for p in patterns
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    patterns = config.getoption("--iii-check")
+    if patterns:
+        keep, drop = [], []
+        for item in items:
+            m = item.get_closest_marker("iii_check")
+            (keep if m is not None and _check_selected(m.args[0], patterns) else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
     if profile(config) == "nightly":
         return
     skip = pytest.mark.skip(reason="nightly profile only (--iii-profile nightly)")
