@@ -9,7 +9,6 @@ connected worker) and ``sdk_worker_factory`` (several workers, each with its own
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,7 +20,6 @@ from fake_engine import FakeEngine
 
 DEFAULT_SDKS = ("python@0.25.0", "node@0.22.1")
 PROFILES = ("gate", "nightly")
-_names = itertools.count(1)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -183,29 +181,23 @@ WorkerFactory = Callable[..., Awaitable[Any]]
 
 @pytest_asyncio.fixture
 async def sdk_worker_factory(iii_sdk: Any, fake_engine: FakeEngine) -> AsyncIterator[WorkerFactory]:
-    """``await sdk_worker_factory(name=..., reconnection=..., url=..., connect=True)``.
+    """``await sdk_worker_factory(name=..., reconnection=..., functions={...}, url=...)``.
 
-    Starts a driver for the SDK under test; connects it to ``url`` (the fake engine by default).
-    Every worker is shut down and its process group killed after the test.
+    Starts a driver for the SDK under test and connects it to ``url`` (the fake engine by
+    default); with ``functions`` it registers them and waits until the engine has them. Every
+    worker is shut down and its process group killed after the test.
     """
-    from conformance.drivers.client import start_driver
+    from conformance.scenario import Scenario
 
     async with contextlib.AsyncExitStack() as stack:
+        scene = Scenario(fake_engine, iii_sdk, stack)
 
         async def make(
-            name: str | None = None,
-            *,
-            url: str | None = None,
-            connect: bool = True,
-            sdk: Any = None,
-            env: dict[str, str] | None = None,
-            **connect_kw: Any,
-        ):
-            drv = await stack.enter_async_context(start_driver(sdk or iii_sdk, env=env))
-            drv.worker_name = name or f"conf-{(sdk or iii_sdk).spec.language}-{next(_names)}"
-            if connect:
-                await drv.connect(url or fake_engine.url, name=drv.worker_name, **connect_kw)
-            return drv
+            name: str | None = None, *, wait_registered: bool | None = None, **kw: Any
+        ) -> Any:
+            if wait_registered is None:
+                wait_registered = bool(kw.get("functions"))
+            return await scene.worker(name, wait_registered=wait_registered, **kw)
 
         yield make
 
