@@ -285,3 +285,14 @@ def test_cli_serves_config_and_stops_on_sigterm(tmp_path: Path, echo: Upstream) 
             proc.wait(5)
         assert proc.stdout is not None
         proc.stdout.close()
+
+
+def test_metrics_count_bytes(echo: Upstream) -> None:
+    with EmbeddedToxiproxy.start_in_thread(metrics=True) as server, Toxiproxy(server.url) as c:
+        proxy = c.create(upstream=echo.addr, name="m")
+        sock = connect(proxy.listen)
+        assert roundtrip_ms(sock, b"12345") < 1000
+        sock.close()
+        text = requests.get(server.url + "/metrics", timeout=5).text
+        assert 'toxiproxy_proxy_received_bytes_total{direction="upstream"' in text
+        assert f'listener="{proxy.listen}",proxy="m",upstream="{echo.addr}"}} 5' in text

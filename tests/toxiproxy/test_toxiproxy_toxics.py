@@ -370,3 +370,44 @@ def test_disable_closes_existing_connections(tp: Target, echo: Upstream) -> None
     data, err, _ = read_to_end(sock, timeout=2)
     assert err in (None, "ConnectionResetError")
     sock.close()
+
+
+def test_add_dial_remove_loop_does_not_race(tp: Target, echo: Upstream) -> None:
+    # toxiproxy runs this 1000×; 200 keeps the suite fast while still racing add vs dial.
+    proxy = make(tp, echo)
+    for i in range(200):
+        proxy.add_toxic(type="latency", name="l", attributes={"latency": 0})
+        sock = connect(proxy.listen)
+        proxy.destroy_toxic("l")
+        sock.sendall(i.to_bytes(2, "big"))
+        assert recv_exact(sock, 2) == i.to_bytes(2, "big")
+        sock.close()
+
+
+def test_stateful_toxic_state_is_per_connection(tp: Target, echo: Upstream) -> None:
+    proxy = make(tp, echo)
+    proxy.add_toxic(type="limit_data", attributes={"bytes": 10})
+    for _ in range(2):  # each new link starts with a fresh byte budget
+        sock = connect(proxy.listen)
+        sock.sendall(b"0123456789abc")
+        data, err, _ = read_to_end(sock, timeout=2)
+        sock.close()
+        assert data == b"0123456789" and err in (None, "ConnectionResetError")
+
+
+def test_reset_peer_with_zero_toxicity_still_resets_on_close(tp: Target, echo: Upstream) -> None:
+    """toxiproxy #603: SO_LINGER 0 ignores toxicity, so ordinary closes become RSTs."""
+    hello = Upstream("hello_close")
+    try:
+        proxy = make(tp, hello)
+        proxy.add_toxic(type="reset_peer", toxicity=0.0, attributes={"timeout": 0})
+        try:
+            sock = connect(proxy.listen)
+        except ConnectionResetError:
+            return  # the RST beat connect() back to us: same verdict
+        time.sleep(0.1)  # let the upstream's close propagate
+        data, err, _ = read_to_end(sock, timeout=2)
+        sock.close()
+        assert err == "ConnectionResetError", (data, err)
+    finally:
+        hello.close()
