@@ -1,0 +1,28 @@
+"""Fixtures for the seeded-fault tests: the mini SDK (a synthetic worker SDK with selectable
+bugs, ``mini_sdk/``) launched through its driver, as the harness launches a custom driver."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conformance.sdk import InstalledSdk, custom_driver_spec, install
+
+MINI_DIR = Path(__file__).resolve().parent / "mini_sdk"
+MINI_DRIVER = MINI_DIR / "mini_driver.py"
+sys.path.insert(0, str(MINI_DIR))  # lets the tests import mini_sdk (BUGS, backoff_delay_ms)
+
+
+def mini_command(bug: str) -> str:
+    """The ``--iii-driver`` command line running the mini SDK with ``bug`` seeded."""
+    return shlex.join([sys.executable, str(MINI_DRIVER), "--bug", bug])
+
+
+@pytest.fixture(scope="session")
+def mini_sdk() -> Callable[[str], InstalledSdk]:
+    """``mini_sdk("no_jitter")``: the mini driver as an installed custom SDK."""
+    return lambda bug: install(custom_driver_spec(mini_command(bug)))
