@@ -3,7 +3,6 @@ bugs, ``mini_sdk/``) launched through its driver, as the harness launches a cust
 
 from __future__ import annotations
 
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +12,9 @@ import pytest
 from conformance.sdk import InstalledSdk, custom_driver_spec, install
 
 MINI_DIR = Path(__file__).resolve().parent / "mini_sdk"
-MINI_DRIVER = MINI_DIR / "mini_driver.py"
-sys.path.insert(0, str(MINI_DIR))  # lets the tests import mini_sdk (BUGS, backoff_delay_ms)
+sys.path.insert(0, str(MINI_DIR))  # the tests import mini_sdk (BUGS, backoff) and launch
 
-
-def mini_command(bug: str) -> str:
-    """The ``--iii-driver`` command line running the mini SDK with ``bug`` seeded."""
-    return shlex.join([sys.executable, str(MINI_DRIVER), "--bug", bug])
+from launch import mini_command  # noqa: E402
 
 
 @pytest.fixture(scope="session")
