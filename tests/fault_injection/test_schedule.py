@@ -87,7 +87,8 @@ async def test_network_faults_act_through_the_proxy():
             with pytest.raises((ConnectionClosed, asyncio.TimeoutError, OSError)):
                 for _ in range(3):
                     await _ping_rtt(ws)
-            assert any(e.kind == "disconnect" for e in engine.transcript.events)
+            await engine.transcript.wait_for(lambda e: e.kind == "disconnect", 5,
+                                             "the engine to see the reset connection end")
 
 
 async def test_network_schedule_without_proxy_is_refused():
