@@ -14,6 +14,9 @@ from typing import Any
 from conformance.drivers.client import Driver, start_driver
 from conformance.sdk import InstalledSdk
 from fake_engine import Connection, FakeEngine
+from fault_injection.apply import FaultTarget, run_schedule
+from fault_injection.schedule import Schedule
+from fault_injection.toxiproxy_client import toxiproxy_server
 
 # A fast reconnection config: keeps checks short while exercising growth, cap and jitter.
 FAST = {
@@ -30,6 +33,26 @@ class Scenario:
     engine: FakeEngine
     sdk: InstalledSdk
     stack: contextlib.AsyncExitStack
+    proxy: Any = None  # a toxiproxy Proxy in front of the engine, with via_proxy=True
+    toxiproxy: Any = None  # its ToxiproxyHandle (embedded or TOXIPROXY_URL)
+
+    @property
+    def url(self) -> str:
+        """Where workers dial: through the proxy when there is one."""
+        if self.proxy is None:
+            return self.engine.url
+        host, port = self.proxy.listen_host_port
+        return f"ws://{host}:{port}"
+
+    async def faults(self, schedule: Schedule, conn: Any = None) -> list[dict[str, Any]]:
+        """Run a fault schedule now; record it so a failure carries its replayable text."""
+        target = FaultTarget(
+            self.engine,
+            proxy=self.proxy,
+            embedded=self.toxiproxy is None or self.toxiproxy.embedded,
+            conn=conn,
+        )
+        return await run_schedule(schedule, target)
 
     async def worker(
         self,
@@ -49,7 +72,7 @@ class Scenario:
         drv.worker_name = name or f"conf-{self.sdk.spec.language}-{next(_seq)}"
         if connect:
             await drv.connect(
-                url or self.engine.url,
+                url or self.url,
                 name=drv.worker_name,
                 reconnection=dict(reconnection) if reconnection else None,
                 invocation_timeout_ms=invocation_timeout_ms,
@@ -90,10 +113,29 @@ class Scenario:
 
 @contextlib.asynccontextmanager
 async def scenario(
-    sdk: InstalledSdk, recorder: Any = None, **engine_opts: Any
+    sdk: InstalledSdk, recorder: Any = None, *, via_proxy: bool = False, **engine_opts: Any
 ) -> AsyncIterator[Scenario]:
-    """``async with scenario(iii_sdk, verdict) as s:`` a new engine, workers closed on exit."""
+    """``async with scenario(iii_sdk, verdict) as s:`` a new engine, workers closed on exit.
+
+    ``via_proxy=True`` puts a toxiproxy proxy (``TOXIPROXY_URL`` or the embedded server) between
+    the workers and the engine, for network faults.
+    """
     async with FakeEngine(**engine_opts) as engine, contextlib.AsyncExitStack() as stack:
         if recorder is not None:
             recorder.watch(engine)
-        yield Scenario(engine, sdk, stack)
+        proxy = handle = None
+        if via_proxy:
+            handle = await stack.enter_async_context(toxiproxy_server())
+            proxy = await handle.call(
+                "create",
+                upstream=f"127.0.0.1:{engine.port}",
+                name=f"iii-conformance-{engine.port}",
+                listen="127.0.0.1:0",
+            )
+            stack.push_async_callback(_destroy, handle, proxy)
+        yield Scenario(engine, sdk, stack, proxy, handle)
+
+
+async def _destroy(handle: Any, proxy: Any) -> None:
+    with contextlib.suppress(Exception):  # the server may be gone already; never mask the check
+        await handle.call("destroy", proxy)
