@@ -116,9 +116,12 @@ async def reset_peer_pipe(stub: Stub, attrs: dict[str, Any]) -> None:
     chunk = await stub.recv()
     if chunk is not EOF:
         stub.drop(chunk)
-    # toxiproxy's wait here is not interruptible; removal waits for it too.
-    await stub.sleep(attrs["timeout"] / 1000.0, interruptible=False)
-    stub.close()
+    # toxiproxy blocks removal until this wait ends; we close at once instead, so an API
+    # call never waits out a long timeout (the connection is reset either way).
+    try:
+        await stub.sleep(attrs["timeout"] / 1000.0)
+    finally:
+        stub.close()
 
 
 def slice_bounds(

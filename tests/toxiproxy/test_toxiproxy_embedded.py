@@ -296,3 +296,18 @@ def test_metrics_count_bytes(echo: Upstream) -> None:
         text = requests.get(server.url + "/metrics", timeout=5).text
         assert 'toxiproxy_proxy_received_bytes_total{direction="upstream"' in text
         assert f'listener="{proxy.listen}",proxy="m",upstream="{echo.addr}"}} 5' in text
+
+
+def test_removing_pending_reset_peer_is_bounded(client: Toxiproxy, echo: Upstream) -> None:
+    """Deviation from Go (which blocks the DELETE for the whole timeout): reset now instead."""
+    proxy = client.create(upstream=echo.addr, name="r")
+    proxy.add_toxic(type="reset_peer", attributes={"timeout": 10_000})
+    sock = connect(proxy.listen)
+    sock.sendall(b"x")
+    time.sleep(0.05)
+    start = time.perf_counter()
+    proxy.destroy_toxic("reset_peer_downstream")
+    data, err, _ = read_to_end(sock, timeout=2)
+    assert time.perf_counter() - start < 1.0
+    assert err == "ConnectionResetError", (data, err)
+    sock.close()
