@@ -181,3 +181,41 @@ def live_after(ops: list[Op]) -> dict[str, Any]:
         elif kind == "untrig":
             trigs.pop(op[1], None)
     return {"functions": fns, "trigger_types": types, "triggers": trigs}
+
+
+# --- backoff / jitter: reconnection configs -----------------------------------------------------
+
+
+@st.composite
+def reconnection_configs(
+    draw: st.DrawFn,
+    *,
+    initial: tuple[int, int] = (50, 200),
+    multiplier: tuple[float, float] = (1.5, 3.0),
+    max_delay: tuple[int, int] = (300, 1500),
+    jitter: tuple[float, float] = (0.0, 0.5),
+    max_retries: tuple[int, int] | None = None,
+) -> dict[str, Any]:
+    """A worker ``reconnection`` config (driver field names) with small delays, so a check sees
+    growth, the cap and jitter within a few seconds. Multipliers are drawn in steps of 0.05 and
+    jitter factors in steps of 0.05, so examples print readably; the simplest example is the
+    smallest initial delay, multiplier and cap with the default jitter 0.3."""
+    cfg: dict[str, Any] = {
+        "initial_delay_ms": draw(st.integers(*initial)),
+        "backoff_multiplier": draw(
+            st.integers(round(multiplier[0] * 20), round(multiplier[1] * 20))
+        )
+        / 20,
+        "max_delay_ms": draw(st.integers(*max_delay)),
+        "jitter_factor": draw(_jitter_factors(*jitter)),
+    }
+    if max_retries is not None:
+        cfg["max_retries"] = draw(st.integers(*max_retries))
+    return cfg
+
+
+def _jitter_factors(lo: float, hi: float) -> st.SearchStrategy[float]:
+    """Jitter factors in [lo, hi] in steps of 0.05; shrinks towards the SDK default 0.3 (jitter
+    0 is a schedule without randomness: backoff.no_jitter covers it)."""
+    grid = st.integers(round(lo * 20), round(hi * 20)).map(lambda k: k / 20)
+    return st.one_of(st.just(0.3), grid) if lo <= 0.3 <= hi else grid
