@@ -55,8 +55,8 @@ async def latency_pipe(stub: Stub, attrs: dict[str, Any]) -> None:
 async def bandwidth_pipe(stub: Stub, attrs: dict[str, Any]) -> None:
     """Limit to ``rate`` KB/s (1 KB = 1000 B), in slices of at most 100 ms of data.
 
-    Sleeps are scheduled against a running deadline so timer overshoot does not
-    accumulate across chunks of a busy stream.
+    Sleeps are scheduled against a running deadline (from the first chunk's arrival) so
+    timer overshoot does not accumulate across the chunks of a busy stream.
     """
     loop = asyncio.get_running_loop()
     rate = attrs["rate"]
@@ -71,7 +71,8 @@ async def bandwidth_pipe(stub: Stub, attrs: dict[str, Any]) -> None:
             continue
         data = chunk.data
         slice_size = rate * 100
-        start = max(loop.time(), next_free)
+        # Busy stream: continue from the previous chunk's ideal end; idle: from arrival.
+        start = max(chunk.ts, next_free)
         while data:
             piece, data = data[:slice_size], data[slice_size:]
             end = start + len(piece) / (rate * 1000.0)

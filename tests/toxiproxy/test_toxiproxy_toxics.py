@@ -12,7 +12,7 @@ import time
 
 import pytest
 from conftest import Target
-from tp_helpers import IO_TIMEOUT, Upstream, connect, is_open, read_to_end, recv_exact, roundtrip_ms
+from tp_helpers import Upstream, connect, is_open, read_to_end, recv_exact, roundtrip_ms
 
 from fault_injection.toxiproxy_client import Proxy
 
@@ -87,24 +87,19 @@ def test_latency_is_pipelined_not_serialised(tp: Target, echo: Upstream) -> None
 
 
 # -- bandwidth ------------------------------------------------------------------------------
-def test_bandwidth(tp: Target, echo: Upstream) -> None:
-    proxy = make(tp, echo)
+def test_bandwidth(tp: Target, sink: Upstream) -> None:
+    # Like toxiproxy's TestBandwidthToxic: one way, client → proxy → upstream.
+    proxy = make(tp, sink)
     proxy.add_toxic(type="bandwidth", stream="upstream", attributes={"rate": 1000})  # 1000 KB/s
     sock = connect(proxy.listen)
+    upstream = sink.wait_conn()
     payload = os.urandom(480_000)
-    received: list[bytes] = []
-
-    def reader() -> None:
-        received.append(recv_exact(sock, len(payload), timeout=IO_TIMEOUT))
-
-    thread = threading.Thread(target=reader)
-    start = time.perf_counter()
-    thread.start()
+    start = time.monotonic()
     sock.sendall(payload)
-    thread.join(IO_TIMEOUT + 1)
-    elapsed = (time.perf_counter() - start) * 1000
+    last = upstream.wait_bytes(len(payload))
+    elapsed = (last - start) * 1000
     sock.close()
-    assert received and received[0] == payload
+    assert bytes(upstream.received) == payload
     assert 480 - 10 <= elapsed <= 480 + 10, elapsed  # toxiproxy: 480 ± 10 ms
 
 

@@ -19,6 +19,20 @@ class UpstreamConn:
     closed_at: float | None = None
     error: str | None = None  # e.g. "ConnectionResetError" when the proxy sent RST
     done: threading.Event = field(default_factory=threading.Event)
+    progress: threading.Condition = field(default_factory=threading.Condition)
+    last_data_at: float | None = None
+
+    def wait_bytes(self, n: int, timeout: float = IO_TIMEOUT) -> float:
+        """Block until ``n`` bytes arrived; return the monotonic time the last one did."""
+        with self.progress:
+            if not self.progress.wait_for(
+                lambda: len(self.received) >= n or self.done.is_set(), timeout
+            ):
+                raise TimeoutError(f"only {len(self.received)} of {n} bytes arrived")
+        if len(self.received) < n:
+            raise EOFError(f"closed after {len(self.received)} of {n} bytes")
+        assert self.last_data_at is not None
+        return self.last_data_at
 
 
 class Upstream:
@@ -65,14 +79,19 @@ class Upstream:
                 data = sock.recv(65536)
                 if not data:
                     break
-                conn.received += data
+                with conn.progress:
+                    conn.received += data
+                    conn.last_data_at = time.monotonic()
+                    conn.progress.notify_all()
                 if self.mode == "echo":
                     sock.sendall(data)
         except OSError as exc:
             conn.error = type(exc).__name__
         finally:
             conn.closed_at = time.monotonic()
-            conn.done.set()
+            with conn.progress:
+                conn.done.set()
+                conn.progress.notify_all()
             sock.close()
 
     def wait_conn(self, index: int = 0, timeout: float = IO_TIMEOUT) -> UpstreamConn:
