@@ -44,11 +44,11 @@ BUGS: dict[str, str] = {
     "no_jitter": "delay = c (jitter factor ignored)",
     "one_sided_jitter": "delay = c * (1 + J*U[0,1)) instead of symmetric",
     "narrow_jitter": "jitter factor J/3",
-    "wide_jitter": "jitter factor 3J (capped at 0.9 so delays stay positive)",
+    "wide_jitter": "jitter factor 3J (delays clamped at 0, as the formula does)",
     "no_backoff_growth": "every retry waits the initial delay",
     "no_cap": "max_delay_ms is ignored",
     "no_replay": "registrations are not re-sent after a reconnect",
-    "duplicate_replay": "each function is registered twice per connection",
+    "duplicate_replay": "each function is registered twice in every replay",
     "no_reattach": "never sends reattach",
     "stale_reattach": "reattaches with the first identity instead of the latest",
     "timeout_never_fires": "trigger() waits for a result forever",
@@ -99,8 +99,8 @@ def backoff_delay_ms(cfg: ReconnectionConfig, attempt: int, bug: str, u: float) 
         return c * (1 + j * u)
     if bug == "narrow_jitter":  # BUG: a third of the jitter
         j = j / 3
-    if bug == "wide_jitter":  # BUG: three times the jitter
-        j = min(3 * j, 0.9)
+    if bug == "wide_jitter":  # BUG: three times the jitter (the clamp below keeps it >= 0)
+        j = 3 * j
     return max(0.0, c + c * j * (2 * u - 1))
 
 
@@ -236,7 +236,9 @@ class MiniWorker:
                 for tid, (desc, _h) in self.trigger_types.items():
                     await self._send(_frame("registertriggertype", id=tid, description=desc))
                 for fid in self.functions:
-                    await self._send_register_function(fid)
+                    await self._send(_frame("registerfunction", id=fid))
+                    if self.bug == "duplicate_replay":  # BUG: replayed twice per connection
+                        await self._send(_frame("registerfunction", id=fid))
                 for trig in self.triggers.values():
                     await self._send(trig)
             while self.queue:
@@ -287,30 +289,36 @@ class MiniWorker:
         async for raw in ws:
             try:
                 msg = json.loads(raw)
-                if not isinstance(msg, dict):
-                    raise ValueError("not an object")
-            except ValueError:
+            except Exception:  # bad JSON, bad UTF-8, nesting too deep
                 log.warning("undecodable frame ignored: %r", raw[:200])
                 if self.bug == "drops_malformed":  # BUG: stop reading, socket left open
                     await asyncio.Event().wait()
                 continue
-            self._dispatch(msg)
+            try:
+                self._dispatch(msg)
+            except Exception:  # a frame we cannot act on never stops the loop (§11.14)
+                log.warning("frame ignored: %r", raw[:200], exc_info=True)
 
-    def _dispatch(self, msg: dict[str, Any]) -> None:
+    def _dispatch(self, msg: Any) -> None:
+        if not isinstance(msg, dict):
+            raise ValueError("not a JSON object")
         kind = msg.get("type")
         if kind == "workerregistered":
             self.identity = (msg.get("worker_id"), msg.get("reattach_token"))
             if self.first_identity is None:
                 self.first_identity = self.identity
         elif kind == "invokefunction":
+            if not isinstance(msg.get("function_id"), str):
+                raise ValueError("invokefunction without a string function_id")
             self._spawn(self._handle_invoke(msg))
         elif kind == "invocationresult":
-            fut = self.pending.get(msg.get("invocation_id"))
+            inv_id = msg.get("invocation_id")
+            fut = self.pending.get(inv_id) if isinstance(inv_id, str) else None
             if fut is None or fut.done():
                 log.debug("result for no pending invocation dropped")
-            elif msg.get("error"):
-                err = msg["error"]
-                fut.set_exception(InvocationError(err.get("code"), err.get("message", "")))
+            elif msg.get("error") is not None:
+                err = msg["error"] if isinstance(msg["error"], dict) else {"message": msg["error"]}
+                fut.set_exception(InvocationError(err.get("code"), str(err.get("message", ""))))
             else:
                 fut.set_result(msg.get("result"))
         elif kind in ("registertrigger", "unregistertrigger"):
@@ -412,11 +420,6 @@ class MiniWorker:
                 with contextlib.suppress(Exception):
                     await self._send(frame)
 
-    async def _send_register_function(self, fid: str) -> None:
-        await self._send(_frame("registerfunction", id=fid))
-        if self.bug == "duplicate_replay":  # BUG: registered twice per connection
-            await self._send(_frame("registerfunction", id=fid))
-
     # --- public API --------------------------------------------------------------------------
     async def register_function(self, fid: str, handler: Handler) -> None:
         if fid in self.functions:
@@ -425,7 +428,7 @@ class MiniWorker:
             self.functions[fid] = handler
             if self._open and self._ws is not None:
                 with contextlib.suppress(Exception):
-                    await self._send_register_function(fid)
+                    await self._send(_frame("registerfunction", id=fid))
 
     async def unregister_function(self, fid: str) -> None:
         if fid not in self.functions:
