@@ -316,8 +316,12 @@ async def calibration(sdk: Any) -> Calibration:
 #: (affine: range, KS and chi-square statistics do not change).
 REF_JITTER = 0.5
 #: Pool only gaps whose jitter half-width J*base is at least this: the overhead noise (sd
-#: 1-4 ms measured) then stays under ~10 % of the half-width.
+#: 1-4 ms measured) then stays under ~10 % of the half-width. Simulated with the measured
+#: overheads: the gate's range test keeps its 0.1 % false positives; KS + chi-square at n=80
+#: rise from 0.1 % to 0.25 % at 30-40 ms and stay at ~0.13 % from 60 ms, so the nightly uses
+#: only gaps with a half-width of 60 ms or more.
 MIN_HALF_WIDTH_MS = 30.0
+NIGHTLY_MIN_HALF_WIDTH_MS = 60.0
 
 
 @dataclass(frozen=True)
@@ -369,8 +373,10 @@ class JitterSample:
         }
 
 
-def pooled(sdk_label: str, overhead_ms: float) -> JitterSample:
-    items = list(POOL.get(sdk_label, []))
+def pooled(
+    sdk_label: str, overhead_ms: float, min_half_width_ms: float = MIN_HALF_WIDTH_MS
+) -> JitterSample:
+    items = [p for p in POOL.get(sdk_label, []) if p.jitter * p.base_ms >= min_half_width_ms]
     values = [
         stats.rescale((p.gap_ms - overhead_ms) / p.base_ms, p.jitter, REF_JITTER) for p in items
     ]
@@ -387,9 +393,34 @@ CAPPED_CFG = {
 }
 
 
+#: A constant 240 ms base with jitter 0.5 (half-width 120 ms): the nightly jitter sample.
+WIDE_CFG = {
+    "initial_delay_ms": 240,
+    "backoff_multiplier": 2.0,
+    "max_delay_ms": 240,
+    "jitter_factor": 0.5,
+}
+
+
+async def schedule_outage(s: Scenario, cfg: Mapping[str, Any], n_gaps: int) -> Outage:
+    """A fresh worker with ``cfg``, dropped, every dial refused with 503: ``n_gaps`` gaps."""
+    drv, conn = await start_worker(s, cfg)
+    return await refused_outage(s, drv, conn, Backoff.of(cfg), "http503", n_gaps)
+
+
 async def capped_outage(s: Scenario, n_gaps: int) -> Outage:
-    drv, conn = await start_worker(s, CAPPED_CFG)
-    return await refused_outage(s, drv, conn, Backoff.of(CAPPED_CFG), "http503", n_gaps)
+    return await schedule_outage(s, CAPPED_CFG, n_gaps)
+
+
+def gaps_for(cfg: Mapping[str, Any], usable: int, min_half_width_ms: float) -> int:
+    """How many gaps of ``cfg``'s schedule give ``usable`` gaps with a wide enough band."""
+    b, n, got = Backoff.of(cfg), 0, 0
+    while got < usable:
+        got += b.jitter_factor * b.envelope(n).base_ms >= min_half_width_ms
+        n += 1
+        if n > 1000:
+            raise ValueError(f"{dict(cfg)} never reaches a half-width of {min_half_width_ms} ms")
+    return n
 
 
 async def silence(engine: FakeEngine, since: int, count: int, window_s: float) -> list[Event]:

@@ -40,18 +40,21 @@ def _nightly() -> bool:
     return conformance.profiles.ACTIVE == "nightly"
 
 
-async def _sample(iii_sdk: Any, verdict: Any, need: int) -> bm.JitterSample:
-    """The SDK's pooled gaps; measures a capped schedule for whatever is missing."""
+async def _sample(
+    iii_sdk: Any, verdict: Any, need: int, min_hw: float, cfg: dict[str, Any], source: str
+) -> bm.JitterSample:
+    """The SDK's pooled gaps (half-width >= ``min_hw`` ms); measures ``cfg``'s schedule for
+    whatever is missing."""
     cal = await bm.calibration(iii_sdk)
-    sample = bm.pooled(iii_sdk.label, cal.median_ms)
+    sample = bm.pooled(iii_sdk.label, cal.median_ms, min_hw)
     missing = need - len(sample.values)
     if missing > 0:
+        n = bm.gaps_for(cfg, missing, min_hw)
         async with scenario(iii_sdk, verdict) as s:
-            verdict.schedule(f"drop, then answer every dial with 503; time {missing + 1} dials")
-            # The first gap (base 50 ms, half-width 25 ms) is too narrow to pool.
-            outage = await bm.capped_outage(s, missing + 1)
-        bm.pool(iii_sdk.label, outage, "jitter (own measurement)")
-        sample = bm.pooled(iii_sdk.label, cal.median_ms)
+            verdict.schedule(f"drop, then answer every dial with 503; time {n} dials")
+            outage = await bm.schedule_outage(s, cfg, n)
+        bm.pool(iii_sdk.label, outage, f"{source} (own measurement)")
+        sample = bm.pooled(iii_sdk.label, cal.median_ms, min_hw)
     verdict.evidence(**sample.evidence(), calibration=cal.evidence())
     return sample
 
@@ -89,7 +92,9 @@ def _explain(results: list[stats.TestResult], sample: bm.JitterSample) -> str:
     contract=JITTER,
 )
 async def test_band(iii_sdk, verdict):
-    sample = await _sample(iii_sdk, verdict, GATE_N)
+    sample = await _sample(
+        iii_sdk, verdict, GATE_N, bm.MIN_HALF_WIDTH_MS, bm.CAPPED_CFG, "jitter.band"
+    )
     lo, hi = sample.band
     results = [_envelope_result(sample), stats.range_test(sample.values, lo, hi, stats.GATE_ALPHA)]
     verdict.evidence(tests=[r.as_evidence() for r in results])
@@ -103,7 +108,14 @@ async def test_band(iii_sdk, verdict):
     nightly=True,
 )
 async def test_distribution(iii_sdk, verdict):
-    sample = await _sample(iii_sdk, verdict, NIGHTLY_N)
+    sample = await _sample(
+        iii_sdk,
+        verdict,
+        NIGHTLY_N,
+        bm.NIGHTLY_MIN_HALF_WIDTH_MS,
+        bm.WIDE_CFG,
+        "jitter.distribution",
+    )
     lo, hi = sample.band
     results = [
         _envelope_result(sample),

@@ -82,6 +82,27 @@ def test_backoff_defaults_and_gap_budget():
     assert cfg.gaps_within(50, lo=2, hi=10) == 2
 
 
+def test_gaps_for_skips_gaps_with_a_narrow_band():
+    # CAPPED_CFG: base 50 (half-width 25 ms) then 100 (50 ms): the first gap is not usable.
+    assert bm.gaps_for(bm.CAPPED_CFG, 15, bm.MIN_HALF_WIDTH_MS) == 16
+    assert bm.gaps_for(bm.WIDE_CFG, 60, bm.NIGHTLY_MIN_HALF_WIDTH_MS) == 60
+    with pytest.raises(ValueError):
+        bm.gaps_for({"initial_delay_ms": 50, "max_delay_ms": 50, "jitter_factor": 0.1}, 1, 30)
+
+
+def test_pool_keeps_wide_bands_and_rescales(monkeypatch):
+    monkeypatch.setattr(bm, "POOL", {})
+    cfg = bm.Backoff.of({"initial_delay_ms": 100, "max_delay_ms": 400, "jitter_factor": 0.25})
+    anchor = 0
+    gaps = [bm.Gap(k, g, cfg.envelope(k), "http503", k) for k, g in enumerate([105, 255, 305])]
+    bm.pool("sdk", bm.Outage(cfg, "http503", anchor, [], gaps), "t")
+    # half-widths 25 (dropped), 50, 100 ms
+    sample = bm.pooled("sdk", overhead_ms=5.0)
+    assert sample.values == pytest.approx([1 + 0.25 * 0.5 / 0.25, 1 - 0.25 * 0.5 / 0.25])
+    assert len(bm.pooled("sdk", 5.0, min_half_width_ms=60).values) == 1
+    assert bm.pooled("other", 5.0).values == []
+
+
 def test_normalise_and_rescale():
     assert stats.normalise([110, 230], [100, 200], overhead_ms=10) == pytest.approx([1.0, 1.1])
     assert stats.rescale(1.15, 0.3, 0.5) == pytest.approx(1.25)
