@@ -226,10 +226,15 @@ def finished(suite_runs: dict[str, Any], name: str) -> Run:
     return run
 
 
-def describe(res: dict[str, Any] | None) -> str:
+def describe(res: dict[str, Any] | None, evidence: bool = False) -> str:
+    """A result in one line; with ``evidence``, its evidence too (minus the transcript)."""
     if res is None:
         return "no result"
-    return f"{res['verdict']}: {res.get('message', '')[:400]}"
+    text = f"{res['verdict']}: {res.get('message', '')[:400]}"
+    if evidence:
+        ev = {k: v for k, v in (res.get("evidence") or {}).items() if k != "transcript"}
+        text += f"\n    evidence: {json.dumps(ev, default=str)[:3000]}"
+    return text
 
 
 def test_plan_covers_every_bug() -> None:
@@ -273,6 +278,8 @@ def test_correct_sdk_passes(name: str, suite_runs: dict[str, Any]) -> None:
     run = finished(suite_runs, name)
     got = run.verdicts("none")
     bad = {
-        c: describe(got.get(c)) for c in run.checks if got.get(c, {}).get("verdict") not in PASSING
+        c: describe(got.get(c), evidence=True)
+        for c in run.checks
+        if got.get(c, {}).get("verdict") not in PASSING
     }
     assert not bad, f"checks not passing the correct mini SDK: {bad}\n{run.tail(30)}"

@@ -2,8 +2,9 @@
 
 It is a test double: it keeps the worker side of the protocol the way iii-protocol.md describes
 the published SDKs (Python 0.25 flavour), so that the conformance checks can be shown to pass it
-with ``bug="none"`` and to fail it for each seeded fault. Every fault is switched on in exactly
-one place, marked ``# BUG:``; :data:`BUGS` lists them.
+with ``bug="none"`` and to fail it for each seeded fault. Every fault is switched on where it
+acts (one line, two for ``payload_mangling``: both directions), marked ``# BUG:``; :data:`BUGS`
+lists them.
 
 Protocol points implemented (iii-protocol.md):
 - §3.2 on every connection: ``reattach`` (when an identity is known) first, then trigger types,
