@@ -27,6 +27,7 @@ DROP_MODES = ("close1000", "close1001", "abort", "reset")
 Op = tuple[Any, ...]
 
 DISCONNECTS = ("drop", "restart", "mid_drop")
+_REGISTRATION_KINDS = ("reg", "unreg", "regtype", "unregtype", "trig", "untrig")
 
 
 def fn_id(i: int) -> str:
@@ -55,8 +56,8 @@ def replay_ops(
     Only applicable operations are drawn (unregister a live function that no live trigger
     targets; trigger a live function), so every op has a definite expected effect. The list
     always ends with a disconnect, so the effect of every operation shows in a replay.
-    ``require`` names op kinds that must appear ("restart", "mid_drop", "trig", "unreg",
-    "untrig", "unregtype"); a required registration change is followed by a disconnect.
+    ``require`` names op kinds that must appear (any kind above); a required registration
+    change is followed by a disconnect, so its effect is replayed (or not) right away.
     """
     fns: set[str] = set()
     types: set[str] = set()
@@ -126,10 +127,9 @@ def replay_ops(
         ops.append(apply(draw(st.sampled_from(applicable()))))
     for kind in require:
         if not any(op[0] == kind for op in ops):
-            if kind in ("unreg", "untrig", "unregtype", "trig"):
-                _ensure_applicable(kind, ops, apply, fns, trigs, types)
+            _ensure_applicable(kind, ops, apply, fns, trigs, types)
             ops.append(apply(kind))
-            if kind in ("unreg", "untrig", "unregtype", "trig"):
+            if kind in _REGISTRATION_KINDS:
                 ops.append(("drop", draw(st.sampled_from(drop_modes))))
     if ops[-1][0] not in DISCONNECTS:
         ops.append(("drop", draw(st.sampled_from(drop_modes))))
