@@ -20,7 +20,9 @@ backoff checks measured); every check still works alone and measures what is mis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +30,7 @@ from typing import Any
 from conformance import stats
 from conformance.scenario import Scenario, scenario
 from fake_engine import Connection, FakeEngine, handshake
-from fake_engine.transcript import HTTP_REQUEST, Event
+from fake_engine.transcript import HTTP_REQUEST, Event, WaitTimeout
 
 # Tolerances around ``base * [1 - J, 1 + J]`` (iii-protocol.md §7.1).
 #
@@ -104,6 +106,10 @@ class Gap:
     offset_ms: float = 0.0  # time known to precede the delay (a stalled open's 10 s)
     early_ms: float = TOL_EARLY_MS
     late_ms: float = TOL_LATE_MS
+    # What the gap is measured from: "dial" (the previous refused dial: overhead = one refusal
+    # round trip, 2-5 ms typical), "drop" (the SDK first has to notice the dead socket: up to
+    # ~15 ms more, measured) or "pending" (no dial yet: the gap is a lower bound).
+    anchor: str = "dial"
 
     @property
     def delay_ms(self) -> float:
@@ -111,6 +117,8 @@ class Gap:
 
     @property
     def ok(self) -> bool:
+        if self.anchor == "pending":
+            return self.delay_ms <= self.env.hi_ms + self.late_ms
         return self.env.holds(self.delay_ms, self.early_ms, self.late_ms)
 
     def evidence(self) -> dict[str, Any]:
@@ -124,11 +132,17 @@ class Gap:
             "band_ms": [round(self.env.lo_ms, 3), round(self.env.hi_ms, 3)],
             "refusal": self.refusal,
             "ok": self.ok,
+            "anchor": self.anchor,
             **({"offset_ms": self.offset_ms} if self.offset_ms else {}),
         }
 
     def describe(self) -> str:
         off = f" after the {self.offset_ms:.0f} ms stall" if self.offset_ms else ""
+        if self.anchor == "pending":
+            return (
+                f"attempt {self.attempt + 1}: no dial for {self.delay_ms:.0f} ms{off}, expected "
+                f"within {self.env.hi_ms + self.late_ms:.0f} ms (base {self.env.base_ms:.1f})"
+            )
         return (
             f"attempt {self.attempt + 1}: delay {self.delay_ms:.1f} ms{off}, expected "
             f"{self.env.lo_ms:.1f}..{self.env.hi_ms:.1f} ms (base {self.env.base_ms:.1f}, "
@@ -194,21 +208,26 @@ def gaps_of(
     refusal: str,
     first_attempt: int = 0,
     offset_ms: float = 0.0,
+    first_anchor: str = "drop",
 ) -> list[Gap]:
+    """Gaps between ``anchor_ns`` and each dial, then dial to dial; ``offset_ms`` is known to
+    precede every delay after the first (a stall's handshake timeout)."""
     out, prev = [], anchor_ns
     for k, d in enumerate(dial_events):
+        n = first_attempt + k
+        off = offset_ms if k else 0.0
+        anchor = first_anchor if k == 0 else "dial"
         out.append(
-            Gap(
-                first_attempt + k,
-                (d.t_ns - prev) / 1e6,
-                cfg.envelope(first_attempt + k),
-                refusal,
-                d.conn,
-                offset_ms if k else 0.0,
-            )
+            Gap(n, (d.t_ns - prev) / 1e6, cfg.envelope(n), refusal, d.conn, off, anchor=anchor)
         )
         prev = d.t_ns
     return out
+
+
+def pending_gap(cfg: Backoff, attempt: int, since_ns: int, refusal: str) -> Gap:
+    """The wait for a dial that has not come (yet): a lower bound on that attempt's delay."""
+    waited = (time.monotonic_ns() - since_ns) / 1e6
+    return Gap(attempt, waited, cfg.envelope(attempt), refusal, 0, anchor="pending")
 
 
 def feasible_attempts(cfg: Backoff, first_ms: float, relisten_ms: float) -> list[int]:
@@ -249,14 +268,23 @@ async def start_worker(s: Scenario, cfg: Mapping[str, Any] | None) -> tuple[Any,
 async def refused_outage(
     s: Scenario, drv: Any, conn: Connection, cfg: Backoff, refusal: str, n_gaps: int
 ) -> Outage:
-    """Refuse every dial with ``refusal``, drop the worker, and time its next ``n_gaps`` dials."""
+    """Refuse every dial with ``refusal``, drop the worker, and time its next ``n_gaps`` dials.
+
+    Waits as long as the schedule allows (+2 s); an SDK that stops dialling or waits too long
+    gets a ``pending`` gap (no dial for longer than its envelope) instead of a bare timeout.
+    """
     eng = s.engine
     since = len(eng.transcript.events)
     eng.set_handshake(REFUSALS[refusal])
     t0 = drop(eng, conn)
     timeout = cfg.worst_wait_ms(range(n_gaps)) / 1000 + 2.0
-    got = await wait_dials(eng, since, n_gaps, timeout)
-    return Outage(cfg, refusal, t0, got, gaps_of(cfg, t0, got, refusal))
+    with contextlib.suppress(WaitTimeout):
+        await wait_dials(eng, since, n_gaps, timeout)
+    got = dials(eng, since)[:n_gaps]
+    gaps = gaps_of(cfg, t0, got, refusal)
+    if len(got) < n_gaps:
+        gaps.append(pending_gap(cfg, len(got), got[-1].t_ns if got else t0, refusal))
+    return Outage(cfg, refusal, t0, got, gaps)
 
 
 # --- calibration (jitter_factor 0) and the pooled jitter sample -------------------------------------
@@ -268,21 +296,25 @@ CALIBRATION_CFG = {
     "max_delay_ms": 200,
     "jitter_factor": 0.0,
 }
-CALIBRATION_GAPS = 6
+CALIBRATION_GAPS = 7  # the first (drop-anchored) gap is not an overhead sample
 
 
 @dataclass
 class Calibration:
+    """Overhead (gap - base) of dial-anchored gaps of a jitter-free schedule. The median uses
+    only gaps inside their envelope: a broken schedule must not skew the jitter normalisation."""
+
     overhead_ms: list[float]
+    usable_ms: list[float]
 
     @property
     def median_ms(self) -> float:
-        return statistics.median(self.overhead_ms)
+        return statistics.median(self.usable_ms) if self.usable_ms else 0.0
 
     def evidence(self) -> dict[str, Any]:
-        o = self.overhead_ms
+        o = self.overhead_ms or [0.0]
         return {
-            "overhead_ms": [round(x, 3) for x in o],
+            "overhead_ms": [round(x, 3) for x in self.overhead_ms],
             "overhead_median_ms": round(self.median_ms, 3),
             "overhead_min_ms": round(min(o), 3),
             "overhead_max_ms": round(max(o), 3),
@@ -293,7 +325,11 @@ CALIBRATIONS: dict[str, Calibration] = {}
 
 
 def record_calibration(sdk_label: str, outage: Outage) -> Calibration:
-    cal = Calibration([g.gap_ms - g.env.base_ms for g in outage.gaps])
+    measured = [g for g in outage.gaps if g.anchor == "dial"]
+    cal = Calibration(
+        [g.gap_ms - g.env.base_ms for g in measured],
+        [g.gap_ms - g.env.base_ms for g in measured if g.ok],
+    )
     CALIBRATIONS[sdk_label] = cal
     return cal
 
@@ -341,7 +377,12 @@ def pool(sdk_label: str, outage: Outage, source: str) -> None:
     when the pool is read, with whatever calibration exists then)."""
     j = outage.cfg.jitter_factor
     for g in outage.gaps:
-        if j > 0 and j * g.env.base_ms >= MIN_HALF_WIDTH_MS and not g.offset_ms:
+        if (
+            j > 0
+            and j * g.env.base_ms >= MIN_HALF_WIDTH_MS
+            and g.anchor == "dial"
+            and not g.offset_ms
+        ):
             POOL.setdefault(sdk_label, []).append(Pooled(g.gap_ms, g.env.base_ms, j, source, g.ok))
 
 
@@ -414,7 +455,7 @@ async def capped_outage(s: Scenario, n_gaps: int) -> Outage:
 
 def gaps_for(cfg: Mapping[str, Any], usable: int, min_half_width_ms: float) -> int:
     """How many gaps of ``cfg``'s schedule give ``usable`` gaps with a wide enough band."""
-    b, n, got = Backoff.of(cfg), 0, 0
+    b, n, got = Backoff.of(cfg), 1, 0  # gap 0 is drop-anchored: never pooled
     while got < usable:
         got += b.jitter_factor * b.envelope(n).base_ms >= min_half_width_ms
         n += 1

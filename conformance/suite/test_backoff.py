@@ -15,6 +15,7 @@ the upgrade; an engine that accepts and closes at once (flapping) is only report
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
@@ -30,7 +31,7 @@ from fake_engine import handshake
 RECONNECTION = "seed-external-workers.md#Reconnection Config"
 FORMULA = 'iii-protocol.md#7.1 "c = min(initial * multiplier^n, max); delay = c + c*jitter*(2U-1)"'
 #: Nominal waiting per example in the envelope checks: a few attempts, cap often reached.
-GAP_BUDGET_MS = 1000.0
+GAP_BUDGET_MS = 800.0
 
 
 def _nightly() -> bool:
@@ -128,10 +129,10 @@ async def test_envelope_refused(iii_sdk, verdict, cfg):
     consistent = [
         k
         for k in ks
-        if all(g.ok for g in bm.gaps_of(backoff, got[0].t_ns, got[1:], "http503", k + 1))
+        if all(g.ok for g in bm.gaps_of(backoff, got[0].t_ns, got[1:], "http503", k + 1, 0, "dial"))
     ]
     k = (consistent or ks or [0])[0]
-    later = bm.gaps_of(backoff, got[0].t_ns, got[1:], "http503", k + 1)
+    later = bm.gaps_of(backoff, got[0].t_ns, got[1:], "http503", k + 1, first_anchor="dial")
     verdict.evidence(
         config=backoff.__dict__,
         refusal="refused (not listening), then http503",
@@ -142,9 +143,17 @@ async def test_envelope_refused(iii_sdk, verdict, cfg):
         consistent_attempts=[a + 1 for a in consistent],
         gaps=[g.evidence() for g in later],
     )
-    if consistent:
-        outage = bm.Outage(backoff, "http503", got[0].t_ns, got[1:], later)
-        bm.pool(iii_sdk.label, outage, "backoff.envelope.refused")
+    # Pool for the jitter checks only gaps whose base every consistent attempt index agrees on.
+    sure = [
+        g
+        for j, g in enumerate(later)
+        if len({backoff.envelope(c + 1 + j).base_ms for c in consistent}) == 1
+    ]
+    bm.pool(
+        iii_sdk.label,
+        bm.Outage(backoff, "http503", got[0].t_ns, got[1:], sure),
+        "backoff.envelope.refused",
+    )
     assert ks, (
         f"the first dial after the listener returned came {first_ms:.1f} ms after the drop "
         f"({first_ms - relisten_ms:.1f} ms after re-listen at {relisten_ms:.1f} ms): no attempt "
@@ -225,16 +234,20 @@ CAP_MARGIN_MS = 10.0
 )
 async def test_cap(iii_sdk, verdict):
     """``max_delay_ms`` bounds the nominal delay; the SDK formula applies jitter after the cap,
-    so delays reach ``max * (1 + J)`` (iii-protocol.md §7.1, sdk-behaviour.md §10.5). Beyond
-    that is FAILED; above ``max`` itself is NON-STRICT: the contract calls maxDelayMs the
-    "Maximum retry delay cap"."""
+    so delays reach ``max * (1 + J)`` (iii-protocol.md §7.1, sdk-behaviour.md §10.5). A capped
+    delay beyond that (+ tolerance) is FAILED; above ``max`` itself is NON-STRICT: the contract
+    calls maxDelayMs the "Maximum retry delay cap". Only the upper side is judged here: delays
+    that are too short are the envelope and jitter checks' business."""
     cfg = bm.Backoff.of(bm.CAPPED_CFG)
     async with scenario(iii_sdk, verdict) as s:
         verdict.schedule(f"drop, then answer every dial with 503; time {CAP_GAPS} dials")
         outage = await bm.capped_outage(s, CAP_GAPS)
     bm.pool(iii_sdk.label, outage, "backoff.cap")
     capped = [g for g in outage.gaps if g.env.base_ms >= cfg.max_delay_ms]
-    above = [g for g in capped if g.gap_ms > cfg.max_delay_ms + CAP_MARGIN_MS]
+    over = [g for g in capped if g.delay_ms > g.env.hi_ms + g.late_ms]
+    above = [
+        g for g in capped if g.anchor == "dial" and g.gap_ms > cfg.max_delay_ms + CAP_MARGIN_MS
+    ]
     verdict.evidence(
         **outage.evidence(),
         max_delay_ms=cfg.max_delay_ms,
@@ -243,7 +256,11 @@ async def test_cap(iii_sdk, verdict):
         above_max=len(above),
         largest_capped_gap_ms=round(max(g.gap_ms for g in capped), 3),
     )
-    assert not outage.violations(), _fail_envelope(outage, "capped schedule")
+    assert not over, (
+        f"{len(over)} capped reconnect delays above max_delay_ms * (1 + J) = "
+        f"{cfg.max_delay_ms * (1 + cfg.jitter_factor):.0f} ms + {bm.TOL_LATE_MS:.0f} ms: "
+        + "; ".join(g.describe() for g in over)
+    )
     if above:
         verdict.non_strict(
             f"{len(above)} of {len(capped)} capped delays exceeded max_delay_ms="
@@ -285,8 +302,9 @@ async def test_max_retries(iii_sdk, verdict, cfg):
         eng.set_handshake(handshake.Refuse(503))
         t0 = bm.drop(eng, conn)
         got = await bm.wait_dials(eng, since, n, backoff.worst_wait_ms(range(n)) / 1000 + 2.0)
-        # Another retry would come within one more delay (+ tolerance); wait 1.5x that.
-        window_s = 1.5 * (backoff.envelope(n).hi_ms + bm.TOL_LATE_MS) / 1000 + 0.2
+        # Another retry would come within one more delay (its envelope + tolerance) of the
+        # last refused dial; wait that long plus 250 ms.
+        window_s = (backoff.envelope(n).hi_ms + bm.TOL_LATE_MS) / 1000 + 0.25
         last = got[-1].t_ns if got else t0
         state = await _state_after(drv, "failed", window_s)
         left = window_s - (time.monotonic_ns() - last) / 1e9
@@ -351,18 +369,19 @@ async def test_reset_after_success(iii_sdk, verdict):
         outage2=[g.evidence() for g in second],
         gaps=[g.evidence() for g in second],
     )
-    g = second[0]
-    if not g.ok:
-        nearest = min(range(12), key=lambda k: abs(cfg.envelope(k).base_ms - g.gap_ms))
-        raise AssertionError(
-            f"the first gap of the second outage was {g.gap_ms:.1f} ms, closest to attempt "
-            f"{nearest + 1} (base {cfg.envelope(nearest).base_ms:.0f} ms), not attempt 1 "
-            f"({g.env.lo_ms:.0f}..{g.env.hi_ms:.0f} ms): the retry counter was not reset after "
-            f"the successful connection ({len(first)} dials in outage 1)"
-        )
-    assert all(x.ok for x in first + second), "; ".join(
-        x.describe() for x in first + second if not x.ok
-    )
+    # Judged on the counter only (envelopes are the envelope checks' business): each gap of
+    # the second outage must be closer, on a log scale, to its own attempt's base than to the
+    # base it would have without a reset (the count continuing from outage 1).
+    carried = len(first)
+    for g in second:
+        own, cont = g.env.base_ms, cfg.envelope(g.attempt + carried).base_ms
+        if abs(math.log(g.delay_ms / own)) >= abs(math.log(g.delay_ms / cont)):
+            raise AssertionError(
+                f"gap {g.attempt + 1} of the second outage was {g.delay_ms:.1f} ms: closer to "
+                f"attempt {g.attempt + carried + 1} (base {cont:.0f} ms) than to attempt "
+                f"{g.attempt + 1} (base {own:.0f} ms): the retry counter was not reset after "
+                f"the successful connection ({carried} dials in outage 1)"
+            )
 
 
 # --- the default config ------------------------------------------------------------------------------
@@ -392,7 +411,7 @@ FLAP_CFG = {
     "max_delay_ms": 800,
     "jitter_factor": 0.0,
 }
-FLAP_WINDOW_S = 1.0
+FLAP_WINDOW_S = 0.8
 
 
 @check(

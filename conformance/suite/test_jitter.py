@@ -6,7 +6,7 @@ to prevent thundering herd"); the shape is the SDKs' formula ``base * (1 + J * U
 on ``[1 - J, 1 + J]`` (anchors.md §3.4):
 
 * gate: every gap inside its envelope, and a sample-range test (range / width ~ Beta(n-1, 2))
-  on >= 15 pooled gaps -- catches no jitter, one-sided and too-narrow jitter (range) and
+  on >= 25 pooled gaps -- catches no jitter, one-sided and too-narrow jitter (range) and
   too-wide jitter (envelope);
 * nightly: KS and chi-square on >= 60 pooled gaps, alpha 0.001, Holm-corrected;
 * herd: workers dropped at once must not come back in lockstep.
@@ -28,9 +28,11 @@ from fake_engine.transcript import HTTP_REQUEST
 
 JITTER = 'seed-external-workers.md#Reconnection Config "jitterFactor: Random jitter 0-1 to prevent thundering herd"'
 #: The gate's range test runs at alpha 0.001 (not anchors.md's 1 %: two SDKs per run would give
-#: a false FAILED every ~50 runs). At n=15 its critical range is 0.528 of the band, so jitter of
-#: half the documented width or one-sided (range <= 0.5) is still always rejected.
-GATE_N = 15
+#: a false FAILED every ~50 runs). n=25: with the measured overhead noise added (simulated in
+#: tests/conformance/test_stats.py), one-sided or half-width jitter (range <= 0.5 of the band)
+#: still always falls below the critical range (0.686); at n=15 (critical 0.528) the noise
+#: lets ~15 % of such samples through.
+GATE_N = 25
 NIGHTLY_N = 60
 
 
@@ -166,7 +168,8 @@ async def test_herd(iii_sdk, verdict):
         )
         first = [_first_dial_ms(eng, c.id, t) for c, t in zip(new, drops, strict=True)]
     gaps = [
-        bm.Gap(0, ms, env, "abort, then accepted", c.id) for ms, c in zip(first, new, strict=True)
+        bm.Gap(0, ms, env, "abort, then accepted", c.id, anchor="drop")
+        for ms, c in zip(first, new, strict=True)
     ]
     width = env.hi_ms - env.lo_ms
     spread = max(first) - min(first)

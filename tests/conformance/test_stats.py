@@ -1,6 +1,6 @@
 """The pure statistics behind backoff.* and jitter.* (conformance/stats.py).
 
-Synthetic gap samples with fixed seeds show what the gate (envelope + sample range, n=15,
+Synthetic gap samples with fixed seeds show what the gate (envelope + sample range, n=25,
 alpha 0.001) and nightly (KS + chi-square, n=60, alpha 0.001, Holm) tests do: a conforming
 U[1-J, 1+J] passes at the documented false-positive rate, and each faulty jitter -- none,
 one-sided, too narrow, too wide -- is rejected.
@@ -21,7 +21,15 @@ from reports.plots import evidence_plots
 
 J = 0.3
 LO, HI = 1 - J, 1 + J
-GATE_N = 15
+GATE_N = 25
+#: Overheads (gap - base, ms) measured by backoff.no_jitter and the calibration probes, both
+#: SDKs, idle and CPU-loaded: the noise a real sample carries after the median is subtracted.
+MEASURED_OVERHEAD_MS = (
+    4.27, 8.63, 2.42, 2.86, 6.28, 2.66, 14.47, 2.64, 5.25, 4.40, 11.79, 4.14, 11.24, 3.61,
+    2.09, 5.83, 2.84, 2.68, 8.04, 10.22, 3.61, 3.78, 3.91, 2.46, 7.54, 7.88, 11.19, 10.23,
+    4.65, 4.60, 2.80, 5.48, 3.78, 3.93, 4.72, 6.36, 1.50, 3.90, 15.80, 1.40, 2.60, 4.90,
+    1.60, 2.90, 6.90, 2.10, 3.80, 15.90, 0.90, 7.10, 11.90,
+)  # fmt: skip
 NIGHTLY_N = 60
 
 Sampler = Callable[[random.Random, int], list[float]]
@@ -31,15 +39,19 @@ def uniform(lo: float, hi: float) -> Sampler:
     return lambda rng, n: [rng.uniform(lo, hi) for _ in range(n)]
 
 
+def faulty(j: float) -> dict[str, Sampler]:
+    return {
+        "no jitter": lambda rng, n: [1.0] * n,
+        "no jitter + 1% noise": lambda rng, n: [1 + abs(rng.gauss(0, 0.01)) for _ in range(n)],
+        "one-sided (1 + J*U(0,1))": uniform(1.0, 1 + j),
+        "one-sided (1 - J*U(0,1))": uniform(1 - j, 1.0),
+        "too narrow (J/2)": uniform(1 - j / 2, 1 + j / 2),
+        "too wide (2J)": uniform(1 - 2 * j, 1 + 2 * j),
+    }
+
+
 CONFORMING = uniform(LO, HI)
-FAULTY: dict[str, Sampler] = {
-    "no jitter": lambda rng, n: [1.0] * n,
-    "no jitter + 1% noise": lambda rng, n: [1 + abs(rng.gauss(0, 0.01)) for _ in range(n)],
-    "one-sided (1 + J*U(0,1))": uniform(1.0, HI),
-    "one-sided (1 - J*U(0,1))": uniform(LO, 1.0),
-    "too narrow (J/2)": uniform(1 - J / 2, 1 + J / 2),
-    "too wide (2J)": uniform(1 - 2 * J, 1 + 2 * J),
-}
+FAULTY = faulty(J)
 
 
 def gate_rejects(values: list[float]) -> bool:
@@ -85,7 +97,8 @@ def test_backoff_defaults_and_gap_budget():
 def test_gaps_for_skips_gaps_with_a_narrow_band():
     # CAPPED_CFG: base 50 (half-width 25 ms) then 100 (50 ms): the first gap is not usable.
     assert bm.gaps_for(bm.CAPPED_CFG, 15, bm.MIN_HALF_WIDTH_MS) == 16
-    assert bm.gaps_for(bm.WIDE_CFG, 60, bm.NIGHTLY_MIN_HALF_WIDTH_MS) == 60
+    # WIDE_CFG: every gap has a 120 ms half-width, but gap 0 is drop-anchored (not pooled).
+    assert bm.gaps_for(bm.WIDE_CFG, 60, bm.NIGHTLY_MIN_HALF_WIDTH_MS) == 61
     with pytest.raises(ValueError):
         bm.gaps_for({"initial_delay_ms": 50, "max_delay_ms": 50, "jitter_factor": 0.1}, 1, 30)
 
@@ -95,12 +108,29 @@ def test_pool_keeps_wide_bands_and_rescales(monkeypatch):
     cfg = bm.Backoff.of({"initial_delay_ms": 100, "max_delay_ms": 400, "jitter_factor": 0.25})
     anchor = 0
     gaps = [bm.Gap(k, g, cfg.envelope(k), "http503", k) for k, g in enumerate([105, 255, 305])]
+    gaps.append(bm.Gap(3, 405, cfg.envelope(3), "http503", 3, anchor="drop"))
     bm.pool("sdk", bm.Outage(cfg, "http503", anchor, [], gaps), "t")
-    # half-widths 25 (dropped), 50, 100 ms
+    # half-widths 25 (too narrow), 50, 100 ms, and a drop-anchored gap (not pooled)
     sample = bm.pooled("sdk", overhead_ms=5.0)
     assert sample.values == pytest.approx([1 + 0.25 * 0.5 / 0.25, 1 - 0.25 * 0.5 / 0.25])
     assert len(bm.pooled("sdk", 5.0, min_half_width_ms=60).values) == 1
     assert bm.pooled("other", 5.0).values == []
+
+
+def test_pending_gap_and_calibration_ignore_a_broken_schedule():
+    cfg = bm.Backoff.of(bm.CALIBRATION_CFG)
+    waited = bm.Gap(3, 1000.0, cfg.envelope(3), "http503", 0, anchor="pending")
+    assert not waited.ok and "no dial for 1000 ms" in waited.describe()
+    assert bm.Gap(3, 100.0, cfg.envelope(3), "http503", 0, anchor="pending").ok
+    # A schedule that stops growing (gaps 50, 50, 50...) has no usable overhead samples.
+    gaps = [bm.Gap(k, 53.0, cfg.envelope(k), "http503", k, anchor="dial") for k in range(1, 5)]
+    gaps.insert(0, bm.Gap(0, 60.0, cfg.envelope(0), "http503", 0, anchor="drop"))
+    good = [bm.Gap(1, 104.0, cfg.envelope(1), "http503", 1)]
+    cal = bm.record_calibration("broken", bm.Outage(cfg, "http503", 0, [], gaps + good))
+    assert cal.usable_ms == [4.0] and cal.median_ms == 4.0
+    assert len(cal.overhead_ms) == 5  # the drop-anchored gap is not an overhead sample
+    assert bm.Calibration([], []).median_ms == 0.0
+    bm.CALIBRATIONS.pop("broken")
 
 
 def test_normalise_and_rescale():
@@ -215,6 +245,49 @@ def test_measured_overhead_noise_does_not_raise_false_positives():
 
 
 # --- faulty jitter is rejected ------------------------------------------------------------------------
+
+# jitter.band exactly: CAPPED_CFG gaps (base 100 ms, J 0.5), the measured overhead minus its
+# median as noise, and the envelope with the check's tolerances (2 ms early, 50 ms late).
+BAND_BASE_MS, BAND_J = 100.0, 0.5
+MEDIAN_OVERHEAD_MS = sorted(MEASURED_OVERHEAD_MS)[len(MEASURED_OVERHEAD_MS) // 2]
+
+
+def with_measured_noise(sampler: Sampler) -> Sampler:
+    def sample(rng: random.Random, n: int) -> list[float]:
+        return [
+            u + (rng.choice(MEASURED_OVERHEAD_MS) - MEDIAN_OVERHEAD_MS) / BAND_BASE_MS
+            for u in sampler(rng, n)
+        ]
+
+    return sample
+
+
+def band_rejects(values: list[float]) -> bool:
+    lo, hi = 1 - BAND_J, 1 + BAND_J
+    slack_lo = (bm.TOL_EARLY_MS + MEDIAN_OVERHEAD_MS) / BAND_BASE_MS
+    slack_hi = (bm.TOL_LATE_MS - MEDIAN_OVERHEAD_MS) / BAND_BASE_MS
+    return any(
+        r.reject
+        for r in stats.gate_uniformity(values, lo, hi, slack_lo=slack_lo, slack_hi=slack_hi)
+    )
+
+
+@pytest.mark.parametrize(
+    "fault", ["no jitter", "one-sided (1 + J*U(0,1))", "too narrow (J/2)", "too wide (2J)"]
+)
+def test_band_check_rejects_faulty_jitter_through_measured_noise(fault):
+    """Why jitter.band pools n=25: overhead noise widens the range of a one-sided or half-width
+    sample (at most half the band) past the n=15 critical value (0.528) in ~15 % of samples;
+    the n=25 critical value (0.686) keeps every one rejected."""
+    noisy = with_measured_noise(faulty(BAND_J)[fault])
+    assert rejection_rate(noisy, GATE_N, 4000, band_rejects) >= 0.999
+    if fault in ("one-sided (1 + J*U(0,1))", "too narrow (J/2)"):
+        assert rejection_rate(noisy, 15, 4000, band_rejects) < 0.95
+
+
+def test_band_check_false_positive_rate_with_measured_noise():
+    conforming = with_measured_noise(uniform(1 - BAND_J, 1 + BAND_J))
+    assert rejection_rate(conforming, GATE_N, 4000, band_rejects) <= 0.003
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTY))
