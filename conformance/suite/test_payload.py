@@ -1,8 +1,9 @@
 """payload.*: JSON payloads and results cross the worker unchanged, in both directions.
 
 A payload is a JSON value (iii-protocol.md §1.3, §2 ``invokefunction.data``, ``invocationresult.result``).
-JSON has one number type, so numbers compare by value (``1 == 1.0``, ``-0.0 == 0``) but never equal
-a boolean; everything else compares exactly. Generated values stay interoperable (RFC 8259 §6, §8.2):
+JSON has one number type, so numbers compare as IEEE doubles (``1 == 1.0``, ``-0.0 == 0``,
+``6.972645617524866e16 == 69726456175248660``) but never equal a boolean; everything else compares
+exactly. Generated values stay interoperable (RFC 8259 §6, §8.2):
 integers within ±(2**53 - 1), finite floats, no lone surrogates.
 
 The engine adds ``_caller_worker_id`` to object payloads it routes from one worker to another
@@ -92,7 +93,12 @@ def json_diff(sent: Any, got: Any, path: str = "$") -> str | None:
     """The first place where ``got`` differs from ``sent`` as JSON, or None."""
     if isinstance(sent, bool) or isinstance(got, bool):
         same = type(sent) is type(got) and sent == got
-    elif isinstance(sent, int | float) and isinstance(got, int | float):
+    elif isinstance(sent, float) or isinstance(got, float):
+        # One IEEE double, two spellings: Node writes 6.972645617524866e16 as 69726456175248660,
+        # which Python reads back as an int.
+        same = isinstance(sent, int | float) and isinstance(got, int | float)
+        same = same and float(sent) == float(got)
+    elif isinstance(sent, int) and isinstance(got, int):
         same = sent == got
     elif isinstance(sent, list) and isinstance(got, list):
         if len(sent) != len(got):
