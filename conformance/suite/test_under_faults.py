@@ -364,7 +364,8 @@ drops = st.sampled_from(["abort", "close"])
 async def test_replay_under_latency(
     iii_sdk: Any, verdict: Any, latency: int, jitter: int, drop: str
 ) -> None:
-    sched = both_streams("latency", latency=latency, jitter=min(jitter, latency))
+    jitter = min(jitter, latency)  # toxiproxy draws latency ± jitter: keep it >= 0
+    sched = both_streams("latency", latency=latency, jitter=jitter)
     verdict.set_example({"latency": latency, "jitter": jitter, "drop": drop})
     verdict.schedule(str(sched))
     async with scenario(iii_sdk, verdict, via_proxy=True) as s:
@@ -389,13 +390,10 @@ async def test_replay_under_slicer(
     iii_sdk: Any, verdict: Any, average: int, variation: int, delay_us: int, drop: str
 ) -> None:
     # An odd average splits WebSocket headers (2, 4 or 10 bytes, plus the 4-byte client mask)
-    # at every offset. The delay is in microseconds, as in toxiproxy.
-    sched = both_streams(
-        "slicer",
-        average_size=average,
-        size_variation=min(variation, max(average - 1, 0)),
-        delay=delay_us,
-    )
+    # at every offset. The delay is in microseconds, as in toxiproxy; a variation >= the
+    # average would make toxiproxy draw empty pieces.
+    variation = min(variation, average - 1)
+    sched = both_streams("slicer", average_size=average, size_variation=variation, delay=delay_us)
     verdict.set_example(
         {"average_size": average, "size_variation": variation, "delay_us": delay_us, "drop": drop}
     )
