@@ -31,7 +31,22 @@ function emit(event, fields = {}) {
   // t_ns is a BigInt: splice it in as an exact integer literal.
   const body = JSON.stringify({ event, ...fields }, (k, v) => (typeof v === 'bigint' ? Number(v) : v))
   const line = `{"t_ns":${t.toString()},${body.slice(1)}\n`
-  fs.writeSync(1, line)
+  writeAll(1, Buffer.from(line))
+}
+
+// stdout may be a non-blocking pipe: writeSync can write part of a large line or throw EAGAIN,
+// and a cut line would look like a crashed driver. Write it all, waiting briefly when full.
+const pause = new Int32Array(new SharedArrayBuffer(4))
+function writeAll(fd, buf) {
+  let off = 0
+  while (off < buf.length) {
+    try {
+      off += fs.writeSync(fd, buf, off, buf.length - off)
+    } catch (e) {
+      if (e.code !== 'EAGAIN') throw e
+      Atomics.wait(pause, 0, 0, 2)
+    }
+  }
 }
 
 process.env.OTEL_ENABLED ??= 'false'
