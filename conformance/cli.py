@@ -61,6 +61,8 @@ class _GateHook:
 
 def pytest_args(args: argparse.Namespace, report_dir: Path) -> list[str]:
     argv = [
+        "--rootdir",
+        str(Path(__file__).resolve().parent),
         "--pyargs",
         SUITE,
         "-p",
