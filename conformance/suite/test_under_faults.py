@@ -593,6 +593,7 @@ half_open_delays = st.one_of(st.just(600), st.integers(0, 1500))
     "side closed later: reattach evicts it, and its late close removes nothing",
     contract=f"{REREGISTERS}; iii-protocol.md#3.4, #8.1-8.2 and #11.1-11.2 (iii-hq/iii#1796)",
 )
+@pytest.mark.skipif(REAL_TOXIPROXY, reason=NO_HALF_OPEN)
 @examples(gate=2, nightly=20)
 @example(after=REPLAY_SIZE, side="client", delay=900)
 @given(after=st.integers(1, REPLAY_SIZE), side=half_open_sides, delay=half_open_delays)
@@ -604,8 +605,6 @@ async def test_half_open_mid_replay(
     # closed later (the worker keeps writing into the void until then). after=REPLAY_SIZE cuts
     # right after the metadata call, when the old connection owns every registration.
     verdict.set_example({"after": after, "side": side, "delay": delay})
-    if REAL_TOXIPROXY:
-        pytest.skip(NO_HALF_OPEN)
     fault = Fault.make(0, "half_open", side=side, delay=delay)
     async with scenario(iii_sdk, verdict, via_proxy=True) as s:
         w, first = await start_settled(s)
