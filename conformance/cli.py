@@ -9,6 +9,7 @@ undeclared FAILED) or 2 (the harness itself could not run).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import sys
@@ -35,9 +36,24 @@ def _install_all(specs: list[str], drivers: list[str]) -> list[Any]:
             sdk = install(spec)
         except SdkInstallError as exc:
             raise SystemExit(_fail(f"cannot install {spec.label}: {exc}")) from None
+        problem = asyncio.run(_preflight(sdk))
+        if problem:
+            raise SystemExit(_fail(f"the driver for {sdk.label} does not start: {problem}"))
         print(f"iii-conformance: {sdk.label} ready ({time.monotonic() - t0:.1f}s)", file=sys.stderr)
         out.append(sdk)
     return out
+
+
+async def _preflight(sdk: Any) -> str | None:
+    """Start the driver once and wait for `ready`, so a broken driver stops the gate up front."""
+    from conformance.drivers.client import DriverError, start_driver
+
+    try:
+        async with start_driver(sdk, ready_timeout=30.0) as drv:
+            await drv.shutdown(timeout=10.0)
+    except (DriverError, OSError) as exc:
+        return str(exc)
+    return None
 
 
 def _fail(message: str) -> int:
