@@ -201,11 +201,11 @@ async def clear_everything(s: Scenario) -> None:
 # --- grading --------------------------------------------------------------------------------------
 
 
-def replay_violations(
+def reattach_violations(
     eng: FakeEngine, conn_id: int, acceptable: list[tuple[str, str]], names: dict[Any, int]
 ) -> list[str]:
-    """The reconnection ``conn_id`` starts with one reattach naming an acceptable identity and
-    carries every live registration exactly once (iii-protocol.md §11.1-11.2)."""
+    """The reconnection ``conn_id`` starts with one reattach naming an acceptable identity: the
+    last workerregistered the SDK provably processed, or a later one (iii-protocol.md §11.1)."""
     msgs = inbound(eng, conn_id)
     bad = []
     if not msgs or msgs[0].get("type") != "reattach":
@@ -224,13 +224,30 @@ def replay_violations(
     n_reattach = sum(1 for m in msgs if m.get("type") == "reattach")
     if n_reattach > 1:
         bad.append(f"connection #{conn_id}: {n_reattach} reattach frames")
-    counts = Counter(k for k in map(key_of, msgs) if k is not None)
-    for k in sorted(live_keys()):
-        if counts.get(k, 0) != 1:
-            bad.append(f"connection #{conn_id}: {k[0]} {k[1]} sent {counts.get(k, 0)} times")
-    for k in sorted(set(counts) - live_keys()):
-        bad.append(f"connection #{conn_id}: {k[0]} {k[1]} sent but never registered")
     return bad
+
+
+def once_violations(eng: FakeEngine, conn_id: int) -> list[str]:
+    """Connection ``conn_id`` carries every live registration exactly once and nothing else
+    (iii-protocol.md §11.2)."""
+    counts = Counter(k for k in map(key_of, inbound(eng, conn_id)) if k is not None)
+    bad = [
+        f"connection #{conn_id}: {k[0]} {k[1]} sent {counts.get(k, 0)} times"
+        for k in sorted(live_keys())
+        if counts.get(k, 0) != 1
+    ]
+    bad += [
+        f"connection #{conn_id}: {k[0]} {k[1]} sent but never registered"
+        for k in sorted(set(counts) - live_keys())
+    ]
+    return bad
+
+
+def replay_violations(
+    eng: FakeEngine, conn_id: int, acceptable: list[tuple[str, str]], names: dict[Any, int]
+) -> list[str]:
+    """A complete reconnection: leading reattach, then every live registration once."""
+    return reattach_violations(eng, conn_id, acceptable, names) + once_violations(eng, conn_id)
 
 
 def ownership_violations(eng: FakeEngine, owner: int) -> list[str]:
@@ -416,18 +433,22 @@ REPLAY_SIZE = 2 + len(live_keys())  # reattach, the registrations, the metadata 
 
 @dataclass
 class ReplayCut:
-    """One run: the settled connection A, its drop, the reconnection B cut mid-replay."""
+    """One run: the settled connection A, its drop, the reconnection B cut mid-replay, and the
+    faults as applied (offsets measured), recorded on the verdict as they happen."""
 
     first: Connection
     target: Connection
     after: int  # replay frames the engine had on B when the fault was applied
     t0_ns: int
+    verdict: Any = None
     t_cut_ns: int = 0
     applied: list[Fault] = field(default_factory=list)
 
     def at(self, kind: str, **args: Any) -> None:
         ms = (time.monotonic_ns() - self.t0_ns) // 1_000_000
         self.applied.append(Fault.make(ms, kind, **args))
+        if self.verdict is not None:
+            self.verdict.schedule(str(self.schedule))
 
     @property
     def schedule(self) -> Schedule:
@@ -440,7 +461,7 @@ def replay_count(eng: FakeEngine, conn_id: int) -> int:
 
 
 async def cut_replay(
-    s: Scenario, w: Driver, first: Connection, after: int, fault: Fault
+    s: Scenario, w: Driver, verdict: Any, first: Connection, after: int, fault: Fault
 ) -> ReplayCut:
     """Drop ``first``; on the reconnection B, once the engine has ``after`` replay frames, apply
     ``fault`` (at once, through the proxy).
@@ -450,7 +471,7 @@ async def cut_replay(
     processed B's ``workerregistered`` and must name B in its next reattach.
     """
     eng, tr = s.engine, s.engine.transcript
-    run = ReplayCut(first, first, 0, time.monotonic_ns())
+    run = ReplayCut(first, first, 0, time.monotonic_ns(), verdict)
     run.at(THROTTLE.kind, **dict(THROTTLE.args))
     await s.faults(Schedule((THROTTLE,)))
     mark = len(tr.events)
@@ -502,20 +523,17 @@ async def clear_toxics(s: Scenario, run: ReplayCut) -> None:
 
 
 def reconnection_violations(eng: FakeEngine, run: ReplayCut, final: Connection) -> list[str]:
-    """Every connection after B that carried frames starts with reattach naming B (provably
-    processed) or a later connection that reached the worker; the final one replays once."""
+    """B's reattach names A; every later connection that carried frames starts with reattach
+    naming B (provably processed) or a later connection that reached the worker; the final
+    connection replays everything once."""
     names = {identity(c): c.id for c in eng.connections.values()}
+    bad = reattach_violations(eng, run.target.id, [identity(run.first)], names)
     acceptable = [identity(run.target)]
-    bad = []
     for cid in eng.transcript.connections():
-        if cid <= run.target.id or cid > final.id or not inbound(eng, cid):
-            continue
-        found = replay_violations(eng, cid, list(acceptable), names)
-        if cid != final.id:  # cut again before it finished: only its leading reattach counts
-            found = [v for v in found if "reattach" in v]
-        bad += found
-        acceptable.append(identity(eng.connections[cid]))
-    return bad
+        if run.target.id < cid <= final.id and inbound(eng, cid):
+            bad += reattach_violations(eng, cid, list(acceptable), names)
+            acceptable.append(identity(eng.connections[cid]))
+    return bad + once_violations(eng, final.id)
 
 
 def cut_evidence(eng: FakeEngine, run: ReplayCut) -> dict[str, Any]:
@@ -569,15 +587,12 @@ async def test_reset_peer_mid_replay(iii_sdk: Any, verdict: Any, after: int, tim
     fault = Fault.make(0, "reset_peer", timeout=timeout, stream="upstream")
     async with scenario(iii_sdk, verdict, via_proxy=True) as s:
         w, first = await start_settled(s)
-        run = await cut_replay(s, w, first, after, fault)
-        try:
-            b = run.target
-            await s.engine.wait_until(
-                lambda: not b.alive, timeout / 1000 + INVOKE_S, f"the reset of #{b.id}"
-            )
-            await clear_toxics(s, run)
-        finally:
-            verdict.schedule(str(run.schedule))
+        run = await cut_replay(s, w, verdict, first, after, fault)
+        b = run.target
+        await s.engine.wait_until(
+            lambda: not b.alive, timeout / 1000 + INVOKE_S, f"the reset of #{b.id}"
+        )
+        await clear_toxics(s, run)
         await grade_after_cut(s, w, verdict, run, RECONNECT_S)
 
 
@@ -608,11 +623,8 @@ async def test_half_open_mid_replay(
     fault = Fault.make(0, "half_open", side=side, delay=delay)
     async with scenario(iii_sdk, verdict, via_proxy=True) as s:
         w, first = await start_settled(s)
-        run = await cut_replay(s, w, first, after, fault)
-        try:
-            await clear_toxics(s, run)
-        finally:
-            verdict.schedule(str(run.schedule))
+        run = await cut_replay(s, w, verdict, first, after, fault)
+        await clear_toxics(s, run)
         b = run.target
         # Past the delayed close of the other side: whatever it cleans up has been cleaned up.
         await s.engine.wait_until(lambda: not b.alive, delay / 1000 + RECONNECT_S, f"#{b.id} gone")
@@ -859,13 +871,7 @@ async def test_under_chaos(iii_sdk: Any, verdict: Any, schedule: Schedule) -> No
         if final is None:
             grade_not_converged(eng, verdict)
             return
-        counts = Counter(k for k in map(key_of, inbound(eng, final.id)) if k is not None)
-        bad = [
-            f"connection #{final.id}: {k[0]} {k[1]} sent {counts.get(k, 0)} times"
-            for k in sorted(live_keys())
-            if counts.get(k, 0) != 1
-        ]
-        bad += ownership_violations(eng, final.id)
+        bad = once_violations(eng, final.id) + ownership_violations(eng, final.id)
         assert not bad, _fail("the worker converged to a wrong state", bad)
         bad = await invocation_violations(eng, SMALL_PAYLOADS[:2])
         assert not bad, _fail("after convergence the worker's functions do not answer", bad)
