@@ -380,6 +380,9 @@ class FakeEngine:
             epoch=self.epoch,
         )
         self.connections[conn.id] = conn
+        for rule in self.frame_rules:
+            if rule.next_worker and rule.conn is None:
+                rule.conn = conn.id  # bound to the first worker connection after it was added
         loop = asyncio.get_running_loop()
         conn.grace = loop.call_later(self.config.namespace_grace_s, self._namespace_grace, conn)
         if self.config.send_workerregistered:
@@ -487,6 +490,8 @@ class FakeEngine:
             if rule.action == "duplicate":
                 self._dispatch(conn, msg)
             elif rule.action in ("close", "abort"):
+                # Cut *after* this frame: it is handled first, as if the link died just then.
+                self._dispatch(conn, msg)
                 self.drop(conn, rule.action, rule.close_code)
                 return
         self._dispatch(conn, msg)

@@ -15,7 +15,8 @@ ACTIONS = ("drop", "delay", "duplicate", "hold", "close", "abort")
 
 @dataclass
 class FrameRule:
-    """``hold`` keeps the frame back and releases it after the next frame: a reordering."""
+    """``hold`` keeps the frame back and releases it after the next frame: a reordering.
+    Inbound ``close``/``abort`` cut the connection right after the matching frame is handled."""
 
     action: str
     direction: str = "out"  # "out": engine -> worker; "in": worker -> engine
@@ -25,6 +26,7 @@ class FrameRule:
     times: int | None = 1  # None: every matching frame
     delay_s: float = 0.0
     close_code: int = 1000
+    next_worker: bool = False  # aim at the next worker connection the engine accepts
     fired: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -36,6 +38,8 @@ class FrameRule:
     def matches(self, direction: str, conn: int, index: int, message: dict[str, Any]) -> bool:
         if self.times is not None and self.fired >= self.times:
             return False
+        if self.next_worker and self.conn is None:
+            return False  # not bound to a connection yet
         return (
             direction == self.direction
             and (self.conn is None or self.conn == conn)

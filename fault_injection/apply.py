@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,57 +57,68 @@ async def run_schedule(schedule: Schedule, target: FaultTarget) -> list[dict[str
         raise ScheduleError("half_open is an iii-conformance toxic: it needs the embedded server")
     loop = asyncio.get_running_loop()
     start = loop.time()
-    tasks: list[asyncio.Task[None]] = []
+    # Faults start in schedule order, one after another (two at the same offset keep their
+    # order); what lasts (`for_ms`, `down`) ends in a background task.
+    endings: list[asyncio.Task[None]] = []
     try:
-        for i, fault in enumerate(schedule.faults):
+        for fault in schedule.faults:
             delay = start + fault.at_ms / 1000 - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(_apply(fault, i, target)))
-        await asyncio.gather(*tasks)
+            ending = await _apply(fault, target)
+            if ending is not None:
+                endings.append(asyncio.ensure_future(ending))
+        await asyncio.gather(*endings)
     finally:
-        for t in tasks:
+        for t in endings:
             t.cancel()
     return target.applied
 
 
-async def _apply(fault: Fault, index: int, target: FaultTarget) -> None:
+Ending = Coroutine[Any, Any, None]
+_names = itertools.count(1)
+
+
+async def _apply(fault: Fault, target: FaultTarget) -> Ending | None:
     p = fault.params
     target.applied.append({"t_ns": time.monotonic_ns(), "fault": fault.text()})
     target.engine.transcript.note(0, "fault", fault=fault.text())
     if fault.kind in NETWORK:
-        await _network(fault, index, p, target)
-    else:
-        await _protocol(fault, p, target)
+        return await _network(fault, p, target)
+    return await _protocol(fault, p, target)
 
 
-async def _network(fault: Fault, index: int, p: dict[str, Any], target: FaultTarget) -> None:
+async def _network(fault: Fault, p: dict[str, Any], target: FaultTarget) -> Ending | None:
     proxy = target.proxy
     if fault.kind == "clear":
         for name in list(await asyncio.to_thread(proxy.toxics)):
             await asyncio.to_thread(proxy.destroy_toxic, name)
-        return
+        return None
     if fault.kind == "down":
         await asyncio.to_thread(proxy.disable)
-        await asyncio.sleep((p["for_ms"] or 0) / 1000)
-        await asyncio.to_thread(proxy.enable)
-        return
+        return _after(p["for_ms"], proxy.enable)
     attrs = {k: v for k, v in p.items() if k not in ("stream", "for_ms")}
+    # Names unique across schedules, so two runs against one proxy never collide.
     body: dict[str, Any] = {
         "type": fault.kind,
-        "name": f"{fault.kind}_{index}",
+        "name": f"{fault.kind}_{next(_names)}",
         "attributes": attrs,
     }
     if "stream" in p:
         body["stream"] = p["stream"]
     await asyncio.to_thread(lambda: proxy.add_toxic(**body))
     if p.get("for_ms"):
-        await asyncio.sleep(p["for_ms"] / 1000)
-        with contextlib.suppress(Exception):  # removed already (e.g. by a later `clear`)
-            await asyncio.to_thread(proxy.destroy_toxic, body["name"])
+        return _after(p["for_ms"], proxy.destroy_toxic, body["name"])
+    return None
 
 
-async def _protocol(fault: Fault, p: dict[str, Any], target: FaultTarget) -> None:
+async def _after(ms: int | None, undo: Callable[..., Any], *args: Any) -> None:
+    await asyncio.sleep((ms or 0) / 1000)
+    with contextlib.suppress(Exception):  # undone already (e.g. a later `clear`)
+        await asyncio.to_thread(undo, *args)
+
+
+async def _protocol(fault: Fault, p: dict[str, Any], target: FaultTarget) -> Ending | None:
     engine = target.engine
     kind = fault.kind
     if kind in ("drop", "delay", "duplicate", "reorder"):
@@ -127,7 +139,7 @@ async def _protocol(fault: Fault, p: dict[str, Any], target: FaultTarget) -> Non
                 action=p["mode"] if p["mode"] in ("close", "abort") else "abort",
                 direction="in",
                 after=p["after"] - 1,
-                conn=engine._next_conn + 1,
+                next_worker=True,
             )
         )
     elif kind == "refuse":
@@ -135,8 +147,7 @@ async def _protocol(fault: Fault, p: dict[str, Any], target: FaultTarget) -> Non
     elif kind == "deaf_pings":
         engine.set_answer_pings(False)
         if p.get("for_ms"):
-            await asyncio.sleep(p["for_ms"] / 1000)
-            engine.set_answer_pings(True)
+            return _after_sync(p["for_ms"], engine.set_answer_pings, True)
     elif kind == "restart":
         await engine.restart(down_s=p["down_ms"] / 1000)
     else:
@@ -156,3 +167,8 @@ async def _protocol(fault: Fault, p: dict[str, Any], target: FaultTarget) -> Non
             engine.drop(conn, p["mode"], p["code"])
         else:  # pragma: no cover - the vocabulary and this function are kept in step
             raise ScheduleError(f"no handler for fault kind {kind!r}")
+
+
+async def _after_sync(ms: int, undo: Callable[..., Any], *args: Any) -> None:
+    await asyncio.sleep(ms / 1000)
+    undo(*args)

@@ -99,7 +99,8 @@ class Schedule:
     faults: tuple[Fault, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "faults", tuple(sorted(self.faults)))
+        # By time; faults at the same time keep the order they were written in.
+        object.__setattr__(self, "faults", tuple(sorted(self.faults, key=lambda f: f.at_ms)))
 
     @property
     def needs_proxy(self) -> bool:

@@ -87,11 +87,40 @@ async def test_network_faults_act_through_the_proxy():
             with pytest.raises((ConnectionClosed, asyncio.TimeoutError, OSError)):
                 for _ in range(3):
                     await _ping_rtt(ws)
-            await engine.transcript.wait_for(lambda e: e.kind == "disconnect", 5,
-                                             "the engine to see the reset connection end")
+            await engine.transcript.wait_for(
+                lambda e: e.kind == "disconnect", 5, "the engine to see the reset connection end"
+            )
 
 
 async def test_network_schedule_without_proxy_is_refused():
     async with FakeEngine() as engine:
         with pytest.raises(ScheduleError, match="no proxy"):
             await run_schedule(parse("@0ms latency latency=5"), FaultTarget(engine))
+
+
+async def test_toxic_names_unique_and_same_time_faults_keep_written_order():
+    async with FakeEngine() as engine, toxiproxy_server() as tp:
+        proxy = await tp.call(
+            "create", upstream=f"127.0.0.1:{engine.port}", name="order", listen="127.0.0.1:0"
+        )
+        target = FaultTarget(engine, proxy=proxy, embedded=tp.embedded)
+        await run_schedule(parse("@0ms latency latency=10 stream=upstream"), target)
+        await run_schedule(parse("@0ms latency latency=10 stream=downstream"), target)
+        assert len(await asyncio.to_thread(proxy.toxics)) == 2
+        await run_schedule(parse("@20ms latency latency=10\n@20ms clear"), target)
+        assert await asyncio.to_thread(proxy.toxics) == {}
+
+
+async def test_close_mid_replay_cuts_the_next_worker_connection_after_frame_k():
+    async with FakeEngine() as engine:
+        await run_schedule(parse("@0ms close_mid_replay after=2"), FaultTarget(engine))
+        # A dial that never upgrades must not use the fault up.
+        reader, writer = await asyncio.open_connection("127.0.0.1", engine.port)
+        writer.close()
+        async with connect(engine.url, ping_interval=None) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"type": "ping"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 2))["type"] == "pong"
+            await ws.send(json.dumps({"type": "ping"}))  # frame 2: handled, then the cut
+            assert json.loads(await asyncio.wait_for(ws.recv(), 2))["type"] == "pong"
+            await asyncio.wait_for(ws.wait_closed(), 5)
