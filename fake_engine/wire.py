@@ -210,10 +210,9 @@ class WireSocket:
                         on_message(op0, payload)
                 else:
                     on_control(frame)
+            # After a closing handshake we keep reading until the peer's FIN (bounded by the
+            # force-close timer `close()` arms).
             if not data or proto.state is State.CLOSED:
                 break
-            if proto.close_expected() and proto.eof_sent:
-                # We sent EOF after a close handshake; wait briefly for the peer's FIN.
-                continue
         if not self.writer.is_closing():
             self.writer.close()
