@@ -18,7 +18,9 @@ import collections
 import contextlib
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -552,6 +554,10 @@ async def start_driver(
     """
     full_env = dict(os.environ)
     full_env.update(sdk.env)
+    # A private HOME: SDKs write files there (Python's ~/.iii/run process markers), and a
+    # killed worker must not leave them behind in the user's home.
+    home = tempfile.mkdtemp(prefix="iii-driver-home-")
+    full_env["HOME"] = home
     if env:
         full_env.update(env)
     try:
@@ -566,10 +572,14 @@ async def start_driver(
             limit=16 * 1024 * 1024,
         )
     except OSError as e:
+        shutil.rmtree(home, ignore_errors=True)
         raise DriverCrashed(f"cannot start {list(sdk.command)}: {e}", None, "") from e
     drv = Driver(sdk, proc)
     try:
         await drv.wait_ready(ready_timeout)
         yield drv
     finally:
-        await drv.aclose()
+        try:
+            await drv.aclose()
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
