@@ -772,7 +772,9 @@ class FakeEngine:
         fid: str,
         result: Any,
         error: dict[str, Any] | None,
+        **extra: Any,
     ) -> None:
+        """Send an ``invocationresult`` (result or error, plus trace headers) unless void."""
         if inv_id is None or not conn.alive:
             return
         msg: dict[str, Any] = {
@@ -784,6 +786,7 @@ class FakeEngine:
             msg["error"] = error
         else:
             msg["result"] = result
+        msg.update({k: v for k, v in extra.items() if v is not None})
         self.send(conn, msg)
 
     def _on_invokefunction(self, conn: Connection, msg: InvokeFunction) -> None:
@@ -922,19 +925,8 @@ class FakeEngine:
         if caller is None:
             return
         caller.calling.discard(inv.id)
-        if inv.void or not caller.alive:
-            return
-        msg: dict[str, Any] = {
-            "type": "invocationresult",
-            "invocation_id": inv.id,
-            "function_id": inv.function_id,
-        }
-        if error is not None:
-            msg["error"] = error
-        else:
-            msg["result"] = result
-        msg.update({k: v for k, v in extra.items() if v is not None})
-        self.send(caller, msg)
+        if not inv.void:
+            self._reply(caller, inv.id, inv.function_id, result, error, **extra)
 
     # -- cleanup ---------------------------------------------------------------------------------
 
